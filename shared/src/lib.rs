@@ -1,0 +1,36 @@
+//! What the CDNet host and edge must agree on, in one place so they cannot drift.
+//!
+//! * [`labels`]: class label sets (the five ocular classes by default; a model card may carry its own).
+//! * [`preprocess`]: device crop, grayscale, bilinear resize (PyTorch `align_corners=False`) and
+//!   normalisation, turning any 8-bit frame into the network input.
+//! * [`zoom`]: the test-time centre-zoom box computed from the attention map, and the crop it implies.
+//! * [`postprocess`]: softmax, top class, heatmap quantisation.
+//! * [`protocol`]: the probe link: messages, packet framing (postcard + CRC-32 + COBS), a streaming
+//!   decoder that resynchronises after garbage, and frame chunking/reassembly.
+//!
+//! The crate is `#![no_std]`; the `alloc` feature adds label sets and frame reassembly, `std` (default)
+//! adds `std::error::Error` impls. The wire format is specified in `docs/protocol.md`.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod geometry;
+#[cfg(feature = "alloc")]
+pub mod labels;
+pub mod postprocess;
+pub mod preprocess;
+pub mod protocol;
+pub mod resize;
+pub mod zoom;
+
+/// Most classes a model may have; bounded so the probe protocol's result message has a fixed size.
+pub const MAX_CLASSES: usize = 16;
+
+pub use geometry::Rect;
+pub use preprocess::{CropProfile, GrayImage, Normalization, PreprocessConfig, PreprocessError};
+pub use zoom::{CenterZoomParams, center_zoom_box};
