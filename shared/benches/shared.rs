@@ -3,18 +3,14 @@
 
 use cdnet_shared::preprocess::preprocess_chw;
 use cdnet_shared::protocol::frames::{FrameAssembler, frame_chunks};
-use cdnet_shared::protocol::{
-    FrameDecoder, MAX_CHUNK_BYTES, MAX_RAW_PACKET, MAX_WIRE_PACKET, Message, encode_packet,
-};
+use cdnet_shared::protocol::{FrameDecoder, MAX_CHUNK_BYTES, MAX_RAW_PACKET, MAX_WIRE_PACKET, Message, encode_packet};
 use cdnet_shared::{GrayImage, PreprocessConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
 fn frame(w: usize, h: usize) -> Vec<u8> {
     // Speckle-like content with zeros in it (zeros are what COBS has to work around).
-    (0..w * h)
-        .map(|i| ((i * 2_654_435_761usize) >> 13) as u8 & 0xF7)
-        .collect()
+    (0..w * h).map(|i| ((i * 2_654_435_761usize) >> 13) as u8 & 0xF7).collect()
 }
 
 fn encode_frame(pixels: &[u8], w: u16, h: u16, scratch: &mut [u8], out: &mut Vec<u8>) {
@@ -34,15 +30,7 @@ fn codec(c: &mut Criterion) {
         let mut wire = Vec::with_capacity(w * h * 2);
         group.throughput(Throughput::Bytes((w * h) as u64));
         group.bench_function(format!("encode_{w}x{h}"), |b| {
-            b.iter(|| {
-                encode_frame(
-                    black_box(&pixels),
-                    w as u16,
-                    h as u16,
-                    &mut scratch,
-                    &mut wire,
-                )
-            })
+            b.iter(|| encode_frame(black_box(&pixels), w as u16, h as u16, &mut scratch, &mut wire))
         });
         encode_frame(&pixels, w as u16, h as u16, &mut scratch, &mut wire);
         let mut decoder = Box::new(FrameDecoder::<MAX_WIRE_PACKET>::new());

@@ -19,12 +19,7 @@ pub struct Rect {
 impl Rect {
     /// The whole `width × height` image.
     pub const fn full(width: usize, height: usize) -> Self {
-        Rect {
-            x0: 0,
-            y0: 0,
-            x1: width,
-            y1: height,
-        }
+        Rect { x0: 0, y0: 0, x1: width, y1: height }
     }
 
     /// Width in pixels (0 for an inverted rectangle).

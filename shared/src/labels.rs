@@ -66,12 +66,7 @@ impl LabelSet {
 
     /// The five ocular classes (Normal, IOT, RD, PSS, VH).
     pub fn ocular() -> Self {
-        LabelSet {
-            names: OCULAR_CLASSES
-                .iter()
-                .map(|(code, _)| code.to_string())
-                .collect(),
-        }
+        LabelSet { names: OCULAR_CLASSES.iter().map(|(code, _)| code.to_string()).collect() }
     }
 
     /// Number of classes.
@@ -102,12 +97,7 @@ impl LabelSet {
     /// A human-readable name for display: the full ocular name for the ocular codes, else the name.
     pub fn display_name(&self, index: usize) -> Option<&str> {
         let code = self.name(index)?;
-        Some(
-            OCULAR_CLASSES
-                .iter()
-                .find(|(c, _)| *c == code)
-                .map_or(code, |(_, full)| full),
-        )
+        Some(OCULAR_CLASSES.iter().find(|(c, _)| *c == code).map_or(code, |(_, full)| full))
     }
 }
 
@@ -147,10 +137,7 @@ mod tests {
     fn invalid_sets_are_rejected() {
         assert_eq!(LabelSet::new(["a"]), Err(LabelError::TooFew(1)));
         assert_eq!(LabelSet::new(["a", " "]), Err(LabelError::EmptyName(1)));
-        assert_eq!(
-            LabelSet::new(["a", "b", "a"]),
-            Err(LabelError::Duplicate("a".into()))
-        );
+        assert_eq!(LabelSet::new(["a", "b", "a"]), Err(LabelError::Duplicate("a".into())));
         let many: Vec<String> = (0..17).map(|i| alloc::format!("c{i}")).collect();
         assert_eq!(LabelSet::new(many), Err(LabelError::TooMany(17)));
     }

@@ -8,8 +8,13 @@
 //! * [`protocol`]: the probe link: messages, packet framing (postcard + CRC-32 + COBS), a streaming
 //!   decoder that resynchronises after garbage, and frame chunking/reassembly.
 //!
+//! * [`phantom`] (feature `phantom`): the procedural ocular B-scan phantom, so the host trains on
+//!   and the edge's probe simulator streams the very same images.
+//! * [`imageio`] (feature `files`): PNG/JPEG/BMP/DICOM files → 8-bit gray frames, the one
+//!   conversion both halves use.
+//!
 //! The crate is `#![no_std]`; the `alloc` feature adds label sets and frame reassembly, `std` (default)
-//! adds `std::error::Error` impls. The wire format is specified in `docs/protocol.md`.
+//! adds `std::error::Error` impls; `phantom` and `files` need `std`. The wire format is specified in `docs/protocol.md`.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,8 +25,12 @@ extern crate alloc;
 extern crate std;
 
 pub mod geometry;
+#[cfg(feature = "files")]
+pub mod imageio;
 #[cfg(feature = "alloc")]
 pub mod labels;
+#[cfg(feature = "phantom")]
+pub mod phantom;
 pub mod postprocess;
 pub mod preprocess;
 pub mod protocol;

@@ -19,30 +19,18 @@ pub fn top_class(probabilities: &[f32]) -> Option<(usize, f32)> {
     if probabilities.iter().any(|p| p.is_nan()) {
         return None;
     }
-    probabilities
-        .iter()
-        .copied()
-        .enumerate()
-        .fold(None, |best: Option<(usize, f32)>, (i, p)| match best {
-            Some((_, bp)) if bp >= p => best,
-            _ => Some((i, p)),
-        })
+    probabilities.iter().copied().enumerate().fold(None, |best: Option<(usize, f32)>, (i, p)| match best {
+        Some((_, bp)) if bp >= p => best,
+        _ => Some((i, p)),
+    })
 }
 
 /// Scales an attention map to bytes, 255 at its maximum. A map with no positive finite maximum
 /// gives all zeros (nothing to highlight).
 pub fn quantize_heatmap(att: &[f32], out: &mut [u8]) {
-    let max = att
-        .iter()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(0.0f32, f32::max);
+    let max = att.iter().copied().filter(|v| v.is_finite()).fold(0.0f32, f32::max);
     for (o, &v) in out.iter_mut().zip(att) {
-        *o = if max > 0.0 && v.is_finite() {
-            (v.max(0.0) / max * 255.0 + 0.5) as u8
-        } else {
-            0
-        };
+        *o = if max > 0.0 && v.is_finite() { (v.max(0.0) / max * 255.0 + 0.5) as u8 } else { 0 };
     }
 }
 
@@ -63,15 +51,7 @@ fn expf(x: f32) -> f32 {
     let k = (x / LN2 + if x < 0.0 { -0.5 } else { 0.5 }) as i64;
     let r = x - k as f64 * LN2; // |r| ≤ ln2/2
     let mut p = 1.0 / 5040.0;
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
         p = p * r + c;
     }
     (p * f64::from_bits(((k + 1023) as u64) << 52)) as f32
@@ -87,10 +67,7 @@ mod tests {
             let x = i as f32 * 0.1;
             let want = (x as f64).exp();
             let got = expf(x) as f64;
-            assert!(
-                ((got - want) / want).abs() < 3e-7,
-                "x={x} got={got} want={want}"
-            );
+            assert!(((got - want) / want).abs() < 3e-7, "x={x} got={got} want={want}");
         }
     }
 

@@ -85,18 +85,9 @@ impl<'a> GrayImage<'a> {
         }
         let expected = width.saturating_mul(height);
         if pixels.len() != expected {
-            return Err(PreprocessError::BufferSize {
-                width,
-                height,
-                expected,
-                len: pixels.len(),
-            });
+            return Err(PreprocessError::BufferSize { width, height, expected, len: pixels.len() });
         }
-        Ok(GrayImage {
-            width,
-            height,
-            pixels,
-        })
+        Ok(GrayImage { width, height, pixels })
     }
 
     /// Width in pixels.
@@ -133,12 +124,7 @@ pub struct CropProfile {
 
 impl CropProfile {
     /// No crop: the whole frame.
-    pub const FULL: CropProfile = CropProfile {
-        left: 0.0,
-        top: 0.0,
-        right: 1.0,
-        bottom: 1.0,
-    };
+    pub const FULL: CropProfile = CropProfile { left: 0.0, top: 0.0, right: 1.0, bottom: 1.0 };
 
     /// Checks `0 ≤ left < right ≤ 1` and `0 ≤ top < bottom ≤ 1` (NaN fails).
     pub fn validate(&self) -> Result<(), PreprocessError> {
@@ -146,12 +132,7 @@ impl CropProfile {
         if ok(self.left, self.right) && ok(self.top, self.bottom) {
             Ok(())
         } else {
-            Err(PreprocessError::InvalidCrop {
-                left: self.left,
-                top: self.top,
-                right: self.right,
-                bottom: self.bottom,
-            })
+            Err(PreprocessError::InvalidCrop { left: self.left, top: self.top, right: self.right, bottom: self.bottom })
         }
     }
 
@@ -191,10 +172,7 @@ pub struct Normalization {
 
 impl Default for Normalization {
     fn default() -> Self {
-        Normalization {
-            mean: 0.5,
-            std: 0.5,
-        }
+        Normalization { mean: 0.5, std: 0.5 }
     }
 }
 
@@ -203,6 +181,13 @@ impl Normalization {
     #[inline(always)]
     pub fn apply(&self, value: f32) -> f32 {
         (value / 255.0 - self.mean) / self.std
+    }
+
+    /// [`apply`](Self::apply) to every value in place.
+    pub fn apply_all(&self, values: &mut [f32]) {
+        for v in values {
+            *v = self.apply(*v);
+        }
     }
 
     /// Inverse of [`apply`](Self::apply): network value → 8-bit intensity (unclamped).
@@ -228,11 +213,7 @@ pub struct PreprocessConfig {
 
 impl Default for PreprocessConfig {
     fn default() -> Self {
-        PreprocessConfig {
-            input_size: 224,
-            crop: CropProfile::FULL,
-            normalization: Normalization::default(),
-        }
+        PreprocessConfig { input_size: 224, crop: CropProfile::FULL, normalization: Normalization::default() }
     }
 }
 
@@ -243,6 +224,23 @@ impl PreprocessConfig {
     }
 }
 
+/// Crops and resizes `image` into one `N × N` plane of intensities (0…255, not yet normalised) and
+/// returns the crop rectangle used, in frame pixels. The host stores training images this way so
+/// augmentation works on intensities; [`preprocess_plane`] is this plus normalisation.
+pub fn crop_resize_plane(
+    image: &GrayImage<'_>,
+    config: &PreprocessConfig,
+    out: &mut [f32],
+) -> Result<Rect, PreprocessError> {
+    let n = config.input_size;
+    if n == 0 || out.len() != n * n {
+        return Err(PreprocessError::OutputSize { size: n, expected: n * n, len: out.len() });
+    }
+    let crop = config.crop.pixel_rect(image.width(), image.height())?;
+    resize_bilinear(image.pixels(), image.width(), image.height(), crop, out, n, n)?;
+    Ok(crop)
+}
+
 /// Preprocesses `image` into one normalised `N × N` plane (`out.len() == N²`) and returns the crop
 /// rectangle used, in frame pixels (needed to map boxes back onto the frame).
 pub fn preprocess_plane(
@@ -250,37 +248,13 @@ pub fn preprocess_plane(
     config: &PreprocessConfig,
     out: &mut [f32],
 ) -> Result<Rect, PreprocessError> {
-    let n = config.input_size;
-    if n == 0 || out.len() != n * n {
-        return Err(PreprocessError::OutputSize {
-            size: n,
-            expected: n * n,
-            len: out.len(),
-        });
-    }
-    let crop = config.crop.pixel_rect(image.width(), image.height())?;
-    resize_bilinear(
-        image.pixels(),
-        image.width(),
-        image.height(),
-        crop,
-        out,
-        n,
-        n,
-    )?;
-    let norm = config.normalization;
-    for v in out.iter_mut() {
-        *v = norm.apply(*v);
-    }
+    let crop = crop_resize_plane(image, config, out)?;
+    config.normalization.apply_all(out);
     Ok(crop)
 }
 
 /// Writes `channels` copies of `plane` into `out` (CHW layout): grayscale → 3 identical channels.
-pub fn replicate_channels(
-    plane: &[f32],
-    channels: usize,
-    out: &mut [f32],
-) -> Result<(), PreprocessError> {
+pub fn replicate_channels(plane: &[f32], channels: usize, out: &mut [f32]) -> Result<(), PreprocessError> {
     if out.len() != plane.len() * channels {
         return Err(PreprocessError::OutputSize {
             size: plane.len(),
@@ -302,11 +276,7 @@ pub fn preprocess_chw(
 ) -> Result<Rect, PreprocessError> {
     let plane = config.plane_len();
     if out.len() != 3 * plane {
-        return Err(PreprocessError::OutputSize {
-            size: config.input_size,
-            expected: 3 * plane,
-            len: out.len(),
-        });
+        return Err(PreprocessError::OutputSize { size: config.input_size, expected: 3 * plane, len: out.len() });
     }
     let (first, rest) = out.split_at_mut(plane);
     let crop = preprocess_plane(image, config, first)?;
@@ -318,9 +288,7 @@ pub fn preprocess_chw(
 
 /// Maps a rectangle in network-input pixels (`input_size`²) back to frame pixels through `crop`.
 pub fn input_rect_to_frame(rect: Rect, crop: Rect, input_size: usize) -> Rect {
-    let map = |v: usize, offset: usize, extent: usize| {
-        offset + (v * extent + input_size / 2) / input_size.max(1)
-    };
+    let map = |v: usize, offset: usize, extent: usize| offset + (v * extent + input_size / 2) / input_size.max(1);
     Rect {
         x0: map(rect.x0, crop.x0, crop.width()),
         y0: map(rect.y0, crop.y0, crop.height()),
@@ -334,10 +302,7 @@ mod tests {
     use super::*;
 
     fn cfg(n: usize) -> PreprocessConfig {
-        PreprocessConfig {
-            input_size: n,
-            ..Default::default()
-        }
+        PreprocessConfig { input_size: n, ..Default::default() }
     }
 
     #[test]
@@ -357,10 +322,7 @@ mod tests {
         let px = [0u8, 50, 100, 150, 50, 100, 150, 200];
         let img = GrayImage::new(4, 2, &px).unwrap();
         let mut out = [0.0; 1];
-        let config = PreprocessConfig {
-            input_size: 1,
-            ..Default::default()
-        };
+        let config = PreprocessConfig { input_size: 1, ..Default::default() };
         preprocess_plane(&img, &config, &mut out).unwrap();
         // 1×1 from 4×2: src x = 0.5*4-0.5 = 1.5 → (50+100)/2 & (100+150)/2; y = 0.5 → average = 100.
         assert!((out[0] - ((100.0 / 255.0) - 0.5) / 0.5).abs() < 1e-6);
@@ -377,25 +339,12 @@ mod tests {
         let img = GrayImage::new(4, 4, &px).unwrap();
         let config = PreprocessConfig {
             input_size: 2,
-            crop: CropProfile {
-                left: 0.25,
-                top: 0.25,
-                right: 0.75,
-                bottom: 0.75,
-            },
+            crop: CropProfile { left: 0.25, top: 0.25, right: 0.75, bottom: 0.75 },
             ..Default::default()
         };
         let mut out = [0.0; 4];
         let crop = preprocess_plane(&img, &config, &mut out).unwrap();
-        assert_eq!(
-            crop,
-            Rect {
-                x0: 1,
-                y0: 1,
-                x1: 3,
-                y1: 3
-            }
-        );
+        assert_eq!(crop, Rect { x0: 1, y0: 1, x1: 3, y1: 3 });
         assert_eq!(out, [1.0; 4]);
     }
 
@@ -411,91 +360,26 @@ mod tests {
 
     #[test]
     fn bad_frames_are_errors() {
-        assert!(matches!(
-            GrayImage::new(0, 3, &[]),
-            Err(PreprocessError::EmptyImage { .. })
-        ));
-        assert!(matches!(
-            GrayImage::new(2, 2, &[0; 3]),
-            Err(PreprocessError::BufferSize { .. })
-        ));
-        assert!(matches!(
-            GrayImage::new(usize::MAX, 2, &[0; 3]),
-            Err(PreprocessError::BufferSize { .. })
-        ));
+        assert!(matches!(GrayImage::new(0, 3, &[]), Err(PreprocessError::EmptyImage { .. })));
+        assert!(matches!(GrayImage::new(2, 2, &[0; 3]), Err(PreprocessError::BufferSize { .. })));
+        assert!(matches!(GrayImage::new(usize::MAX, 2, &[0; 3]), Err(PreprocessError::BufferSize { .. })));
         let px = [0u8; 4];
         let img = GrayImage::new(2, 2, &px).unwrap();
         let mut out = [0.0; 3];
-        assert!(matches!(
-            preprocess_plane(&img, &cfg(2), &mut out),
-            Err(PreprocessError::OutputSize { .. })
-        ));
-        let bad = PreprocessConfig {
-            crop: CropProfile {
-                left: 0.6,
-                top: 0.0,
-                right: 0.4,
-                bottom: 1.0,
-            },
-            ..cfg(2)
-        };
+        assert!(matches!(preprocess_plane(&img, &cfg(2), &mut out), Err(PreprocessError::OutputSize { .. })));
+        let bad = PreprocessConfig { crop: CropProfile { left: 0.6, top: 0.0, right: 0.4, bottom: 1.0 }, ..cfg(2) };
         let mut out = [0.0; 4];
-        assert!(matches!(
-            preprocess_plane(&img, &bad, &mut out),
-            Err(PreprocessError::InvalidCrop { .. })
-        ));
-        let nan = PreprocessConfig {
-            crop: CropProfile {
-                left: f32::NAN,
-                ..CropProfile::FULL
-            },
-            ..cfg(2)
-        };
-        assert!(matches!(
-            preprocess_plane(&img, &nan, &mut out),
-            Err(PreprocessError::InvalidCrop { .. })
-        ));
-        let sliver = PreprocessConfig {
-            crop: CropProfile {
-                left: 0.0,
-                top: 0.0,
-                right: 0.1,
-                bottom: 1.0,
-            },
-            ..cfg(2)
-        };
-        assert!(matches!(
-            preprocess_plane(&img, &sliver, &mut out),
-            Err(PreprocessError::CropTooSmall { .. })
-        ));
+        assert!(matches!(preprocess_plane(&img, &bad, &mut out), Err(PreprocessError::InvalidCrop { .. })));
+        let nan = PreprocessConfig { crop: CropProfile { left: f32::NAN, ..CropProfile::FULL }, ..cfg(2) };
+        assert!(matches!(preprocess_plane(&img, &nan, &mut out), Err(PreprocessError::InvalidCrop { .. })));
+        let sliver = PreprocessConfig { crop: CropProfile { left: 0.0, top: 0.0, right: 0.1, bottom: 1.0 }, ..cfg(2) };
+        assert!(matches!(preprocess_plane(&img, &sliver, &mut out), Err(PreprocessError::CropTooSmall { .. })));
     }
 
     #[test]
     fn boxes_map_back_to_frame_pixels() {
-        let crop = Rect {
-            x0: 100,
-            y0: 50,
-            x1: 548,
-            y1: 498,
-        }; // 448×448 region
-        let r = input_rect_to_frame(
-            Rect {
-                x0: 0,
-                y0: 112,
-                x1: 224,
-                y1: 224,
-            },
-            crop,
-            224,
-        );
-        assert_eq!(
-            r,
-            Rect {
-                x0: 100,
-                y0: 274,
-                x1: 548,
-                y1: 498
-            }
-        );
+        let crop = Rect { x0: 100, y0: 50, x1: 548, y1: 498 }; // 448×448 region
+        let r = input_rect_to_frame(Rect { x0: 0, y0: 112, x1: 224, y1: 224 }, crop, 224);
+        assert_eq!(r, Rect { x0: 100, y0: 274, x1: 548, y1: 498 });
     }
 }

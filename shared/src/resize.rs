@@ -79,11 +79,7 @@ where
     F: FnMut(usize, usize, f32),
 {
     if src.len() != src_w * src_h || src_w == 0 || src_h == 0 {
-        return Err(ResizeError::SourceSize {
-            len: src.len(),
-            width: src_w,
-            height: src_h,
-        });
+        return Err(ResizeError::SourceSize { len: src.len(), width: src_w, height: src_h });
     }
     if !roi.fits_in(src_w, src_h) {
         return Err(ResizeError::Region {
@@ -96,11 +92,7 @@ where
         });
     }
     if dst_w == 0 || dst_h == 0 {
-        return Err(ResizeError::DestinationSize {
-            len: 0,
-            width: dst_w,
-            height: dst_h,
-        });
+        return Err(ResizeError::DestinationSize { len: 0, width: dst_w, height: dst_h });
     }
     let (in_w, in_h) = (roi.width(), roi.height());
     let scale_x = in_w as f32 / dst_w as f32;
@@ -132,15 +124,9 @@ pub fn resize_bilinear<T: Copy + Into<f32>>(
     dst_h: usize,
 ) -> Result<(), ResizeError> {
     if dst.len() != dst_w * dst_h {
-        return Err(ResizeError::DestinationSize {
-            len: dst.len(),
-            width: dst_w,
-            height: dst_h,
-        });
+        return Err(ResizeError::DestinationSize { len: dst.len(), width: dst_w, height: dst_h });
     }
-    for_each_resized(src, src_w, src_h, roi, dst_w, dst_h, |x, y, v| {
-        dst[y * dst_w + x] = v
-    })
+    for_each_resized(src, src_w, src_h, roi, dst_w, dst_h, |x, y, v| dst[y * dst_w + x] = v)
 }
 
 #[cfg(test)]
@@ -183,21 +169,7 @@ mod tests {
             0.0, 0.0, 0.0, 0.0,
         ];
         let mut dst = [0.0; 4];
-        resize_bilinear(
-            &src,
-            4,
-            4,
-            Rect {
-                x0: 1,
-                y0: 1,
-                x1: 3,
-                y1: 3,
-            },
-            &mut dst,
-            2,
-            2,
-        )
-        .unwrap();
+        resize_bilinear(&src, 4, 4, Rect { x0: 1, y0: 1, x1: 3, y1: 3 }, &mut dst, 2, 2).unwrap();
         assert_eq!(dst, [1.0, 2.0, 3.0, 4.0]);
     }
 
@@ -211,20 +183,7 @@ mod tests {
         ));
         let src = [0u8; 6];
         assert!(matches!(
-            resize_bilinear(
-                &src,
-                3,
-                2,
-                Rect {
-                    x0: 2,
-                    y0: 0,
-                    x1: 4,
-                    y1: 2
-                },
-                &mut dst,
-                2,
-                2
-            ),
+            resize_bilinear(&src, 3, 2, Rect { x0: 2, y0: 0, x1: 4, y1: 2 }, &mut dst, 2, 2),
             Err(ResizeError::Region { .. })
         ));
         assert!(matches!(

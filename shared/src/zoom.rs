@@ -23,10 +23,7 @@ pub struct CenterZoomParams {
 
 impl Default for CenterZoomParams {
     fn default() -> Self {
-        CenterZoomParams {
-            threshold: 0.5,
-            padding: 0.1,
-        }
+        CenterZoomParams { threshold: 0.5, padding: 0.1 }
     }
 }
 
@@ -34,9 +31,7 @@ impl Default for CenterZoomParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ZoomError {
     /// The attention map buffer or sizes are inconsistent, or the input size is zero.
-    #[error(
-        "attention map {width}×{height} with {len} values cannot be zoomed to a {input_size}² input"
-    )]
+    #[error("attention map {width}×{height} with {len} values cannot be zoomed to a {input_size}² input")]
     Shape {
         /// Map width.
         width: usize,
@@ -62,12 +57,7 @@ pub fn center_zoom_box(
     params: &CenterZoomParams,
 ) -> Result<Rect, ZoomError> {
     if att_w == 0 || att_h == 0 || att.len() != att_w * att_h || input_size == 0 {
-        return Err(ZoomError::Shape {
-            width: att_w,
-            height: att_h,
-            len: att.len(),
-            input_size,
-        });
+        return Err(ZoomError::Shape { width: att_w, height: att_h, len: att.len(), input_size });
     }
     let centre = input_size / 2;
     let (mut rmin, mut rmax, mut cmin, mut cmax) = (centre, centre, centre, centre);
@@ -76,35 +66,20 @@ pub fn center_zoom_box(
         let theta = params.threshold * max;
         let mut found = false;
         let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
-        for_each_resized(
-            att,
-            att_w,
-            att_h,
-            Rect::full(att_w, att_h),
-            input_size,
-            input_size,
-            |x, y, v| {
-                if v >= theta {
-                    found = true;
-                    r0 = r0.min(y);
-                    r1 = r1.max(y);
-                    c0 = c0.min(x);
-                    c1 = c1.max(x);
-                }
-            },
-        )?;
+        for_each_resized(att, att_w, att_h, Rect::full(att_w, att_h), input_size, input_size, |x, y, v| {
+            if v >= theta {
+                found = true;
+                r0 = r0.min(y);
+                r1 = r1.max(y);
+                c0 = c0.min(x);
+                c1 = c1.max(x);
+            }
+        })?;
         if found {
             (rmin, rmax, cmin, cmax) = (r0, r1, c0, c1);
         }
     }
-    Ok(padded_box(
-        rmin,
-        rmax,
-        cmin,
-        cmax,
-        input_size,
-        params.padding,
-    ))
+    Ok(padded_box(rmin, rmax, cmin, cmax, input_size, params.padding))
 }
 
 /// `[int(min − pad), int(max + pad))` clamped to `[0, N − 1]` per axis, in f64 like the reference.
@@ -122,12 +97,7 @@ fn padded_box(rmin: usize, rmax: usize, cmin: usize, cmax: usize, n: usize, padd
 
 /// Crops `rect` out of an `n × n` plane and resizes it back to `n × n` (bilinear,
 /// `align_corners=False`): the zoomed view fed to the second backbone pass.
-pub fn crop_and_resize(
-    plane: &[f32],
-    n: usize,
-    rect: Rect,
-    out: &mut [f32],
-) -> Result<(), ZoomError> {
+pub fn crop_and_resize(plane: &[f32], n: usize, rect: Rect, out: &mut [f32]) -> Result<(), ZoomError> {
     Ok(resize_bilinear(plane, n, n, rect, out, n, n)?)
 }
 
@@ -135,10 +105,7 @@ pub fn crop_and_resize(
 mod tests {
     use super::*;
 
-    const P: CenterZoomParams = CenterZoomParams {
-        threshold: 0.5,
-        padding: 0.1,
-    };
+    const P: CenterZoomParams = CenterZoomParams { threshold: 0.5, padding: 0.1 };
 
     #[test]
     fn single_peak_hand_computed() {
@@ -149,15 +116,7 @@ mod tests {
         let mut att = [0.0f32; 49];
         att[7 + 5] = 2.0;
         let b = center_zoom_box(&att, 7, 7, 224, &P).unwrap();
-        assert_eq!(
-            b,
-            Rect {
-                y0: 9,
-                y1: 85,
-                x0: 137,
-                x1: 213
-            }
-        );
+        assert_eq!(b, Rect { y0: 9, y1: 85, x0: 137, x1: 213 });
     }
 
     #[test]
@@ -167,72 +126,32 @@ mod tests {
         let mut att = [0.0f32; 49];
         att[0] = 1.0;
         let b = center_zoom_box(&att, 7, 7, 224, &P).unwrap();
-        assert_eq!(
-            b,
-            Rect {
-                y0: 0,
-                y1: 53,
-                x0: 0,
-                x1: 53
-            }
-        );
+        assert_eq!(b, Rect { y0: 0, y1: 53, x0: 0, x1: 53 });
         // Hot cell (6, 6): rows from d + 0.5 ≥ 6.5*32 − ... → 192..=223; end clamps at N − 1 = 223.
         let mut att = [0.0f32; 49];
         att[48] = 1.0;
         let b = center_zoom_box(&att, 7, 7, 224, &P).unwrap();
-        assert_eq!(
-            b,
-            Rect {
-                y0: 169,
-                y1: 223,
-                x0: 169,
-                x1: 223
-            }
-        );
+        assert_eq!(b, Rect { y0: 169, y1: 223, x0: 169, x1: 223 });
     }
 
     #[test]
     fn uniform_map_covers_the_image_except_last_row_and_column() {
         let att = [0.3f32; 49];
         let b = center_zoom_box(&att, 7, 7, 224, &P).unwrap();
-        assert_eq!(
-            b,
-            Rect {
-                y0: 0,
-                y1: 223,
-                x0: 0,
-                x1: 223
-            }
-        );
+        assert_eq!(b, Rect { y0: 0, y1: 223, x0: 0, x1: 223 });
         // All zeros: θ = 0 and every pixel passes `≥ 0`, as in the reference.
         let b = center_zoom_box(&[0.0; 49], 7, 7, 224, &P).unwrap();
-        assert_eq!(
-            b,
-            Rect {
-                y0: 0,
-                y1: 223,
-                x0: 0,
-                x1: 223
-            }
-        );
+        assert_eq!(b, Rect { y0: 0, y1: 223, x0: 0, x1: 223 });
     }
 
     #[test]
     fn nan_or_empty_mask_falls_back_to_the_centre() {
         // Centre pixel 112: [int(112 − 22.4), int(112 + 22.4)) = [89, 134).
-        let centre = Rect {
-            y0: 89,
-            y1: 134,
-            x0: 89,
-            x1: 134,
-        };
+        let centre = Rect { y0: 89, y1: 134, x0: 89, x1: 134 };
         let mut att = [0.1f32; 49];
         att[3] = f32::NAN;
         assert_eq!(center_zoom_box(&att, 7, 7, 224, &P).unwrap(), centre);
-        assert_eq!(
-            center_zoom_box(&[f32::INFINITY; 49], 7, 7, 224, &P).unwrap(),
-            centre
-        );
+        assert_eq!(center_zoom_box(&[f32::INFINITY; 49], 7, 7, 224, &P).unwrap(), centre);
         // Negative map: θ = 0.5 × max > max, nothing passes.
         assert_eq!(center_zoom_box(&[-1.0; 49], 7, 7, 224, &P).unwrap(), centre);
     }
@@ -246,17 +165,7 @@ mod tests {
 
     #[test]
     fn tiny_inputs_still_give_a_non_empty_box() {
-        let b = center_zoom_box(
-            &[1.0],
-            1,
-            1,
-            2,
-            &CenterZoomParams {
-                threshold: 0.5,
-                padding: 0.0,
-            },
-        )
-        .unwrap();
+        let b = center_zoom_box(&[1.0], 1, 1, 2, &CenterZoomParams { threshold: 0.5, padding: 0.0 }).unwrap();
         assert!(!b.is_empty() && b.fits_in(2, 2));
     }
 

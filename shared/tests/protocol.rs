@@ -28,24 +28,11 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 /// Every message kind except `FrameChunk` (which borrows; covered by `frame_chunks_round_trip`).
 fn owned_message() -> impl Strategy<Value = Message<'static>> {
-    let hello = (text(), any::<u16>(), any::<u16>(), any::<u32>()).prop_map(
-        |(probe_id, w, h, max_chunk)| {
-            Message::Hello(Hello {
-                probe_id,
-                frame_width: w,
-                frame_height: h,
-                pixel_format: PixelFormat::Gray8,
-                max_chunk,
-            })
-        },
-    );
-    let ready = (text(), any::<u8>(), any::<u32>()).prop_map(|(model, classes, max_packet)| {
-        Message::Ready(Ready {
-            model,
-            classes,
-            max_packet,
-        })
+    let hello = (text(), any::<u16>(), any::<u16>(), any::<u32>()).prop_map(|(probe_id, w, h, max_chunk)| {
+        Message::Hello(Hello { probe_id, frame_width: w, frame_height: h, pixel_format: PixelFormat::Gray8, max_chunk })
     });
+    let ready = (text(), any::<u8>(), any::<u32>())
+        .prop_map(|(model, classes, max_packet)| Message::Ready(Ready { model, classes, max_packet }));
     let result = (
         any::<u32>(),
         any::<u8>(),
@@ -56,26 +43,19 @@ fn owned_message() -> impl Strategy<Value = Message<'static>> {
         vec(any::<u8>(), 0..=MAX_HEATMAP_CELLS),
         any::<u32>(),
     )
-        .prop_map(
-            |(seq, class_index, probs, uncertain, b, (hw, hh), heat, latency_us)| {
-                Message::Result(InferenceResult {
-                    seq,
-                    class_index,
-                    probabilities: heapless::Vec::from_slice(&probs).unwrap(),
-                    uncertain,
-                    zoom_box: ZoomBox {
-                        x0: b[0],
-                        y0: b[1],
-                        x1: b[2],
-                        y1: b[3],
-                    },
-                    heatmap_width: hw,
-                    heatmap_height: hh,
-                    heatmap: heapless::Vec::from_slice(&heat).unwrap(),
-                    latency_us,
-                })
-            },
-        );
+        .prop_map(|(seq, class_index, probs, uncertain, b, (hw, hh), heat, latency_us)| {
+            Message::Result(InferenceResult {
+                seq,
+                class_index,
+                probabilities: heapless::Vec::from_slice(&probs).unwrap(),
+                uncertain,
+                zoom_box: ZoomBox { x0: b[0], y0: b[1], x1: b[2], y1: b[3] },
+                heatmap_width: hw,
+                heatmap_height: hh,
+                heatmap: heapless::Vec::from_slice(&heat).unwrap(),
+                latency_us,
+            })
+        });
     let heartbeat = any::<u32>().prop_map(|uptime_ms| Message::Heartbeat(Heartbeat { uptime_ms }));
     let error = (proptest::option::of(any::<u32>()), error_code(), text())
         .prop_map(|(seq, code, detail)| Message::Error(ErrorReport { seq, code, detail }));
@@ -184,12 +164,7 @@ fn corrupted_stream_rejects_every_corrupted_packet_and_keeps_every_intact_one() 
                 class_index: (seq % 5) as u8,
                 probabilities: heapless::Vec::from_slice(&[0.1, 0.2, 0.3, 0.2, 0.2]).unwrap(),
                 uncertain: false,
-                zoom_box: ZoomBox {
-                    x0: 1,
-                    y0: 2,
-                    x1: 3,
-                    y1: 4,
-                },
+                zoom_box: ZoomBox { x0: 1, y0: 2, x1: 3, y1: 4 },
                 heatmap_width: 7,
                 heatmap_height: 7,
                 heatmap: heapless::Vec::from_slice(&pixels[..49]).unwrap(),
@@ -239,17 +214,10 @@ fn corrupted_stream_rejects_every_corrupted_packet_and_keeps_every_intact_one() 
             noisy.push(b);
         }
     }
-    let intact: Vec<&Vec<u8>> = packets
-        .iter()
-        .zip(&spans)
-        .filter(|(_, (a, b))| !touched[*a..=*b].iter().any(|&t| t))
-        .map(|(p, _)| p)
-        .collect();
+    let intact: Vec<&Vec<u8>> =
+        packets.iter().zip(&spans).filter(|(_, (a, b))| !touched[*a..=*b].iter().any(|&t| t)).map(|(p, _)| p).collect();
     let corrupted = packets.len() - intact.len();
-    assert!(
-        corrupted > 100,
-        "the test must actually corrupt packets (got {corrupted})"
-    );
+    assert!(corrupted > 100, "the test must actually corrupt packets (got {corrupted})");
     assert!(flips > 0 && drops > 0 && dups > 0);
 
     let (decoded, dec) = decode_all(&noisy);
@@ -261,10 +229,7 @@ fn corrupted_stream_rejects_every_corrupted_packet_and_keeps_every_intact_one() 
     }
     assert_eq!(stats.packets as usize, intact.len());
     // Neighbouring corrupted packets can merge into one rejected packet, so errors ≤ corrupted.
-    assert!(
-        stats.errors() as usize >= corrupted / 2,
-        "errors are counted: {stats:?}"
-    );
+    assert!(stats.errors() as usize >= corrupted / 2, "errors are counted: {stats:?}");
     assert_eq!(stats.bytes as usize, noisy.len());
 }
 
@@ -323,10 +288,7 @@ fn documented_example_packet() {
     });
     let wire = encode_packet_vec(&message).unwrap();
     let hex: Vec<String> = wire.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(
-        hex.join(" "),
-        include_str!("../../docs/protocol-example.hex").trim()
-    );
+    assert_eq!(hex.join(" "), include_str!("../../docs/protocol-example.hex").trim());
 }
 
 #[test]

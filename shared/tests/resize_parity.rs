@@ -4,8 +4,7 @@
 
 use cdnet_shared::resize::resize_bilinear;
 use cdnet_shared::{
-    CenterZoomParams, GrayImage, PreprocessConfig, Rect, center_zoom_box,
-    preprocess::preprocess_plane,
+    CenterZoomParams, GrayImage, PreprocessConfig, Rect, center_zoom_box, preprocess::preprocess_plane,
 };
 use serde_json::Value;
 
@@ -14,49 +13,28 @@ fn fixture() -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]
 fn resize_and_normalise_match_pytorch() {
     let f = fixture();
-    let (w, h) = (
-        f["width"].as_u64().unwrap() as usize,
-        f["height"].as_u64().unwrap() as usize,
-    );
-    let pixels: Vec<u8> = f["pixels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u8)
-        .collect();
+    let (w, h) = (f["width"].as_u64().unwrap() as usize, f["height"].as_u64().unwrap() as usize);
+    let pixels: Vec<u8> = f["pixels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect();
     for case in f["cases"].as_array().unwrap() {
-        let (ow, oh) = (
-            case["out_w"].as_u64().unwrap() as usize,
-            case["out_h"].as_u64().unwrap() as usize,
-        );
+        let (ow, oh) = (case["out_w"].as_u64().unwrap() as usize, case["out_h"].as_u64().unwrap() as usize);
         let mut out = vec![0.0; ow * oh];
         resize_bilinear(&pixels, w, h, Rect::full(w, h), &mut out, ow, oh).unwrap();
         let err = max_abs(&out, &floats(&case["resized"]));
         assert!(err <= 1e-4, "{ow}×{oh}: max abs error {err} (0–255 scale)");
         if ow == oh {
             let img = GrayImage::new(w, h, &pixels).unwrap();
-            let config = PreprocessConfig {
-                input_size: ow,
-                ..Default::default()
-            };
+            let config = PreprocessConfig { input_size: ow, ..Default::default() };
             preprocess_plane(&img, &config, &mut out).unwrap();
             let err = max_abs(&out, &floats(&case["normalised"]));
             assert!(err <= 1e-6, "{ow}×{oh} normalised: max abs error {err}");
@@ -67,24 +45,11 @@ fn resize_and_normalise_match_pytorch() {
 #[test]
 fn region_resize_matches_pytorch_slice_then_interpolate() {
     let f = fixture();
-    let (w, h) = (
-        f["width"].as_u64().unwrap() as usize,
-        f["height"].as_u64().unwrap() as usize,
-    );
-    let pixels: Vec<f32> = f["pixels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
+    let (w, h) = (f["width"].as_u64().unwrap() as usize, f["height"].as_u64().unwrap() as usize);
+    let pixels: Vec<f32> = f["pixels"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     let r = &f["region"];
     let g = |k: &str| r[k].as_u64().unwrap() as usize;
-    let rect = Rect {
-        x0: g("x0"),
-        y0: g("y0"),
-        x1: g("x1"),
-        y1: g("y1"),
-    };
+    let rect = Rect { x0: g("x0"), y0: g("y0"), x1: g("x1"), y1: g("y1") };
     let mut out = vec![0.0; g("out_w") * g("out_h")];
     resize_bilinear(&pixels, w, h, rect, &mut out, g("out_w"), g("out_h")).unwrap();
     let err = max_abs(&out, &floats(&r["resized"]));
@@ -103,13 +68,5 @@ fn attention_upsampling_and_zoom_box_match_pytorch() {
     let b = center_zoom_box(&att, 7, 7, 224, &CenterZoomParams::default()).unwrap();
     let e = &z["box"];
     let g = |k: &str| e[k].as_u64().unwrap() as usize;
-    assert_eq!(
-        b,
-        Rect {
-            x0: g("x0"),
-            y0: g("y0"),
-            x1: g("x1"),
-            y1: g("y1")
-        }
-    );
+    assert_eq!(b, Rect { x0: g("x0"), y0: g("y0"), x1: g("x1"), y1: g("y1") });
 }

@@ -48,24 +48,13 @@ pub enum PacketError {
 
 /// Encodes `message` as a wire packet (COBS + terminating zero) into `out`, using `scratch` for the
 /// raw bytes; returns the number of bytes written to `out`.
-pub fn encode_packet(
-    message: &Message<'_>,
-    scratch: &mut [u8],
-    out: &mut [u8],
-) -> Result<usize, EncodeError> {
-    let (version, body) = scratch
-        .split_first_mut()
-        .ok_or(EncodeError::BufferTooSmall)?;
+pub fn encode_packet(message: &Message<'_>, scratch: &mut [u8], out: &mut [u8]) -> Result<usize, EncodeError> {
+    let (version, body) = scratch.split_first_mut().ok_or(EncodeError::BufferTooSmall)?;
     *version = PROTOCOL_VERSION;
-    let body_len = postcard::to_slice(message, body)
-        .map_err(|_| EncodeError::BufferTooSmall)?
-        .len();
+    let body_len = postcard::to_slice(message, body).map_err(|_| EncodeError::BufferTooSmall)?.len();
     let crc_at = 1 + body_len;
     let crc = CRC32.checksum(&scratch[..crc_at]);
-    scratch
-        .get_mut(crc_at..crc_at + 4)
-        .ok_or(EncodeError::BufferTooSmall)?
-        .copy_from_slice(&crc.to_le_bytes());
+    scratch.get_mut(crc_at..crc_at + 4).ok_or(EncodeError::BufferTooSmall)?.copy_from_slice(&crc.to_le_bytes());
     let raw = &scratch[..crc_at + 4];
     let n = cobs::try_encode(raw, out).map_err(|_| EncodeError::BufferTooSmall)?;
     *out.get_mut(n).ok_or(EncodeError::BufferTooSmall)? = 0;
@@ -75,9 +64,7 @@ pub fn encode_packet(
 /// Encodes `message` as a wire packet in a new vector.
 #[cfg(feature = "alloc")]
 pub fn encode_packet_vec(message: &Message<'_>) -> Result<alloc::vec::Vec<u8>, EncodeError> {
-    let raw_len = postcard::experimental::serialized_size(message)
-        .map_err(|_| EncodeError::BufferTooSmall)?
-        + OVERHEAD;
+    let raw_len = postcard::experimental::serialized_size(message).map_err(|_| EncodeError::BufferTooSmall)? + OVERHEAD;
     let mut scratch = alloc::vec![0u8; raw_len];
     let mut out = alloc::vec![0u8; max_encoded_len(raw_len) + 1];
     let n = encode_packet(message, &mut scratch, &mut out)?;

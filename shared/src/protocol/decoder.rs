@@ -147,12 +147,7 @@ mod tests {
         let mut dec = FrameDecoder::<64>::new();
         let mut pkt = [0u8; 64];
         let mut scratch = [0u8; 64];
-        let n = encode_packet(
-            &Message::Heartbeat(Heartbeat { uptime_ms: 7 }),
-            &mut scratch,
-            &mut pkt,
-        )
-        .unwrap();
+        let n = encode_packet(&Message::Heartbeat(Heartbeat { uptime_ms: 7 }), &mut scratch, &mut pkt).unwrap();
         let mut stream = [0u8; 200];
         stream[1..1 + n].copy_from_slice(&pkt[..n]);
         let mut rest = &stream[..];

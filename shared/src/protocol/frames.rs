@@ -13,17 +13,14 @@ pub fn frame_chunks<'a>(
     pixels: &'a [u8],
     max_chunk: usize,
 ) -> impl Iterator<Item = FrameChunk<'a>> + 'a {
-    pixels
-        .chunks(max_chunk.max(1))
-        .enumerate()
-        .map(move |(i, data)| FrameChunk {
-            seq,
-            timestamp_us,
-            width,
-            height,
-            offset: (i * max_chunk.max(1)) as u32,
-            data,
-        })
+    pixels.chunks(max_chunk.max(1)).enumerate().map(move |(i, data)| FrameChunk {
+        seq,
+        timestamp_us,
+        width,
+        height,
+        offset: (i * max_chunk.max(1)) as u32,
+        data,
+    })
 }
 
 /// A complete frame.
@@ -55,9 +52,7 @@ pub enum AssemblyError {
         height: u16,
     },
     /// The chunk does not continue the frame being assembled (a chunk was lost).
-    #[error(
-        "frame {seq}: chunk at offset {offset} does not continue the frame (expected {expected})"
-    )]
+    #[error("frame {seq}: chunk at offset {offset} does not continue the frame (expected {expected})")]
     OutOfOrder {
         /// Frame of the chunk.
         seq: u32,
@@ -109,23 +104,11 @@ impl FrameAssembler {
 
     /// Adds a chunk; returns the frame when this chunk completes it.
     pub fn push(&mut self, chunk: &FrameChunk<'_>) -> Result<Option<Frame>, AssemblyError> {
-        let header = Header {
-            seq: chunk.seq,
-            timestamp_us: chunk.timestamp_us,
-            width: chunk.width,
-            height: chunk.height,
-        };
-        if chunk.width == 0
-            || chunk.height == 0
-            || chunk.width > MAX_FRAME_SIDE
-            || chunk.height > MAX_FRAME_SIDE
-        {
+        let header =
+            Header { seq: chunk.seq, timestamp_us: chunk.timestamp_us, width: chunk.width, height: chunk.height };
+        if chunk.width == 0 || chunk.height == 0 || chunk.width > MAX_FRAME_SIDE || chunk.height > MAX_FRAME_SIDE {
             self.drop_current();
-            return Err(AssemblyError::Geometry {
-                seq: chunk.seq,
-                width: chunk.width,
-                height: chunk.height,
-            });
+            return Err(AssemblyError::Geometry { seq: chunk.seq, width: chunk.width, height: chunk.height });
         }
         let len = chunk.width as usize * chunk.height as usize;
         if chunk.offset == 0 {
@@ -136,26 +119,14 @@ impl FrameAssembler {
             self.pixels.clear();
             self.pixels.reserve(len);
         } else if self.current != Some(header) || chunk.offset as usize != self.pixels.len() {
-            let expected = if self.current == Some(header) {
-                self.pixels.len() as u32
-            } else {
-                0
-            };
+            let expected = if self.current == Some(header) { self.pixels.len() as u32 } else { 0 };
             self.drop_current();
-            return Err(AssemblyError::OutOfOrder {
-                seq: chunk.seq,
-                offset: chunk.offset,
-                expected,
-            });
+            return Err(AssemblyError::OutOfOrder { seq: chunk.seq, offset: chunk.offset, expected });
         }
         let end = self.pixels.len() + chunk.data.len();
         if end > len {
             self.drop_current();
-            return Err(AssemblyError::Overrun {
-                seq: chunk.seq,
-                end,
-                len,
-            });
+            return Err(AssemblyError::Overrun { seq: chunk.seq, end, len });
         }
         self.pixels.extend_from_slice(chunk.data);
         if end < len {
@@ -183,11 +154,7 @@ mod tests {
 
     #[test]
     fn chunks_reassemble() {
-        let px: Vec<u8> = (0..=255)
-            .cycle()
-            .take(30 * 20)
-            .map(|v: u32| v as u8)
-            .collect();
+        let px: Vec<u8> = (0..=255).cycle().take(30 * 20).map(|v: u32| v as u8).collect();
         let mut asm = FrameAssembler::new();
         let mut out = None;
         for c in frame_chunks(9, 1234, 30, 20, &px, 64) {
@@ -195,10 +162,7 @@ mod tests {
             out = asm.push(&c).unwrap();
         }
         let f = out.unwrap();
-        assert_eq!(
-            (f.seq, f.timestamp_us, f.width, f.height),
-            (9, 1234, 30, 20)
-        );
+        assert_eq!((f.seq, f.timestamp_us, f.width, f.height), (9, 1234, 30, 20));
         assert_eq!(f.pixels, px);
     }
 
@@ -208,14 +172,8 @@ mod tests {
         let mut asm = FrameAssembler::new();
         let chunks: Vec<_> = frame_chunks(1, 0, 10, 10, &px, 30).collect();
         assert_eq!(asm.push(&chunks[0]), Ok(None));
-        assert!(matches!(
-            asm.push(&chunks[2]),
-            Err(AssemblyError::OutOfOrder { .. })
-        ));
-        assert!(matches!(
-            asm.push(&chunks[3]),
-            Err(AssemblyError::OutOfOrder { .. })
-        ));
+        assert!(matches!(asm.push(&chunks[2]), Err(AssemblyError::OutOfOrder { .. })));
+        assert!(matches!(asm.push(&chunks[3]), Err(AssemblyError::OutOfOrder { .. })));
         // Next frame whole.
         let mut last = None;
         for c in frame_chunks(2, 0, 10, 10, &px, 30) {
@@ -239,32 +197,11 @@ mod tests {
     #[test]
     fn bad_geometry_and_overrun() {
         let mut asm = FrameAssembler::new();
-        let c = FrameChunk {
-            seq: 1,
-            timestamp_us: 0,
-            width: 0,
-            height: 5,
-            offset: 0,
-            data: &[1],
-        };
+        let c = FrameChunk { seq: 1, timestamp_us: 0, width: 0, height: 5, offset: 0, data: &[1] };
         assert!(matches!(asm.push(&c), Err(AssemblyError::Geometry { .. })));
-        let c = FrameChunk {
-            seq: 1,
-            timestamp_us: 0,
-            width: 5000,
-            height: 5,
-            offset: 0,
-            data: &[1],
-        };
+        let c = FrameChunk { seq: 1, timestamp_us: 0, width: 5000, height: 5, offset: 0, data: &[1] };
         assert!(matches!(asm.push(&c), Err(AssemblyError::Geometry { .. })));
-        let c = FrameChunk {
-            seq: 1,
-            timestamp_us: 0,
-            width: 2,
-            height: 2,
-            offset: 0,
-            data: &[1; 5],
-        };
+        let c = FrameChunk { seq: 1, timestamp_us: 0, width: 2, height: 2, offset: 0, data: &[1; 5] };
         assert!(matches!(asm.push(&c), Err(AssemblyError::Overrun { .. })));
     }
 }

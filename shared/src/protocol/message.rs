@@ -152,11 +152,7 @@ pub struct ErrorReport {
 impl ErrorReport {
     /// Builds a report, truncating `detail` at a character boundary to fit.
     pub fn new(seq: Option<u32>, code: ErrorCode, detail: &str) -> Self {
-        ErrorReport {
-            seq,
-            code,
-            detail: truncated(detail),
-        }
+        ErrorReport { seq, code, detail: truncated(detail) }
     }
 }
 
