@@ -3,8 +3,12 @@
 //!
 //! * [`cli`]: the `cdnet` command line.
 //! * [`data`]: ImageFolder and DICOM data sets, splits, preprocessing.
+//! * [`model`]: the CDNet network, its loss and its views.
 //! * [`phantom`]: procedural ocular B-scan phantom (labelled data with lesion masks).
+//! * [`train`]: training loop, checkpoints, metrics, reports.
 
 pub mod cli;
 pub mod data;
+pub mod model;
 pub mod phantom;
+pub mod train;

@@ -1,0 +1,215 @@
+//! The CDNet network: backbone + 1×1 adapters + WSLL (or global average pooling for the baseline),
+//! the shared projection head, the per-view classifier and the fused classifier.
+
+use super::efficientnet::{EfficientNet, EfficientNetConfig};
+use super::wsll::{AttentionActivation, Wsll, WsllConfig, attention_mean};
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use burn::tensor::module::adaptive_avg_pool2d;
+
+/// Every hyper-parameter of the network. Defaults are the reference (b3 at 224, adapters to the
+/// ResNet-50 widths 1024/2048, M = 32 maps, projection 2048 → 128 → 128).
+#[derive(Config, Debug, PartialEq)]
+pub struct CdnetConfig {
+    /// The EfficientNet variant.
+    pub backbone: EfficientNetConfig,
+    /// Number of classes `K`.
+    pub num_classes: usize,
+    /// Input side `N`; a multiple of 32.
+    #[config(default = 224)]
+    pub input_size: usize,
+    /// Width of the 1×1 adapter on the stride-16 tap (texture features).
+    #[config(default = 1024)]
+    pub texture_channels: usize,
+    /// Width of the 1×1 adapter on the stride-32 tap: the feature dimension `D`.
+    #[config(default = 2048)]
+    pub feature_dim: usize,
+    /// Attention maps `M`.
+    #[config(default = 32)]
+    pub attention_maps: usize,
+    /// Attention activation (ReLU as the code; sigmoid as the paper).
+    #[config(default = "AttentionActivation::Relu")]
+    pub attention_activation: AttentionActivation,
+    /// Hidden width of the projection MLP.
+    #[config(default = 128)]
+    pub projection_hidden: usize,
+    /// Output width of the projection MLP (the hypersphere).
+    #[config(default = 128)]
+    pub projection_dim: usize,
+    /// WSLL attention + MCSP pooling; `false` gives the plain EfficientNet baseline (global average
+    /// pooling, no attention, no zoom).
+    #[config(default = true)]
+    pub wsll: bool,
+    /// Negative slope of the LeakyReLU in front of both classifiers.
+    #[config(default = 0.01)]
+    pub leaky_slope: f64,
+    /// Inference path: global pass, centre zoom on the attention box, second pass, fused head
+    /// (`true`, CDNet); or one pass and the per-view head (`false`, the no-zoom ablations).
+    #[config(default = true)]
+    pub zoom_inference: bool,
+}
+
+impl CdnetConfig {
+    /// Checks sizes that would otherwise fail deep inside a forward pass.
+    pub fn validate(&self) -> Result<(), String> {
+        self.backbone.validate()?;
+        if self.input_size < 32 || !self.input_size.is_multiple_of(32) {
+            return Err(format!(
+                "input_size {} must be a multiple of 32 (the backbone's total stride)",
+                self.input_size
+            ));
+        }
+        if self.num_classes < 2 {
+            return Err(format!("num_classes must be at least 2, got {}", self.num_classes));
+        }
+        if self.zoom_inference && !self.wsll {
+            return Err("zoom_inference needs the WSLL attention (wsll = true): the zoom box comes from it".into());
+        }
+        if self.feature_dim == 0 || self.texture_channels == 0 || self.attention_maps == 0 || self.projection_dim == 0 {
+            return Err("feature_dim, texture_channels, attention_maps and projection_dim must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Side of the attention map, `N / 32`.
+    pub fn attention_size(&self) -> usize {
+        self.input_size / 32
+    }
+
+    /// Builds the network.
+    pub fn init(&self, device: &Device) -> Cdnet {
+        let (c14, c7) = self.backbone.tap_channels();
+        let adapter = |from: usize, to: usize| Conv2dConfig::new([from, to], [1, 1]).init(device);
+        Cdnet {
+            backbone: self.backbone.init(device),
+            adapter14: adapter(c14, self.texture_channels),
+            adapter7: adapter(c7, self.feature_dim),
+            wsll: self.wsll.then(|| {
+                WsllConfig::new(self.texture_channels, self.feature_dim)
+                    .with_attention_maps(self.attention_maps)
+                    .with_activation(self.attention_activation)
+                    .init(device)
+            }),
+            projection: Projection {
+                hidden: LinearConfig::new(self.feature_dim, self.projection_hidden).init(device),
+                out: LinearConfig::new(self.projection_hidden, self.projection_dim).init(device),
+            },
+            cls_head: LinearConfig::new(self.feature_dim, self.num_classes).init(device),
+            en_fc: LinearConfig::new(2 * self.feature_dim, self.num_classes).init(device),
+            leaky_slope: self.leaky_slope,
+            zoom_inference: self.zoom_inference,
+        }
+    }
+}
+
+/// The CDNet network.
+#[derive(Module, Debug)]
+pub struct Cdnet {
+    backbone: EfficientNet,
+    adapter14: Conv2d,
+    adapter7: Conv2d,
+    wsll: Option<Wsll>,
+    projection: Projection,
+    cls_head: Linear,
+    en_fc: Linear,
+    leaky_slope: f64,
+    zoom_inference: bool,
+}
+
+/// The projection head `g`: Linear → ReLU → Linear, then L2 normalisation.
+#[derive(Module, Debug)]
+pub struct Projection {
+    hidden: Linear,
+    out: Linear,
+}
+
+/// One backbone pass.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// The view's feature `[B, D]`.
+    pub feature: Tensor<2>,
+    /// AttMS `[B, M, h, w]` (absent for the GAP baseline).
+    pub attention: Option<Tensor<4>>,
+}
+
+impl Extracted {
+    /// AttS, the channel-mean attention `[B, 1, h, w]`.
+    pub fn attention_mean(&self) -> Option<Tensor<4>> {
+        self.attention.clone().map(attention_mean)
+    }
+}
+
+impl Cdnet {
+    /// Whether the network has the WSLL attention (and so can zoom).
+    pub fn has_attention(&self) -> bool {
+        self.wsll.is_some()
+    }
+
+    /// Whether inference takes the two-pass centre-zoom path.
+    pub fn zoom_inference(&self) -> bool {
+        self.zoom_inference && self.wsll.is_some()
+    }
+
+    /// The backbone, for loading pretrained weights.
+    pub fn backbone_mut(&mut self) -> &mut EfficientNet {
+        &mut self.backbone
+    }
+
+    /// Replaces the backbone (after loading pretrained weights into it).
+    pub fn with_backbone(mut self, backbone: EfficientNet) -> Self {
+        self.backbone = backbone;
+        self
+    }
+
+    /// The multi-scale feature extractor `f` (+ WSLL): images `[B, 3, N, N]` → feature and attention.
+    pub fn extract(&self, images: Tensor<4>) -> Extracted {
+        let taps = self.backbone.forward(images);
+        let feat7 = self.adapter7.forward(taps.feat7);
+        match &self.wsll {
+            Some(wsll) => {
+                let localised = wsll.forward(self.adapter14.forward(taps.feat14), feat7);
+                Extracted { feature: localised.feature, attention: Some(localised.attention) }
+            }
+            None => {
+                let [b, d, _, _] = feat7.dims();
+                Extracted { feature: adaptive_avg_pool2d(feat7, [1, 1]).reshape([b, d]), attention: None }
+            }
+        }
+    }
+
+    /// The projection `g` onto the unit hypersphere, `[B, D]` → `[B, P]`.
+    pub fn project(&self, feature: Tensor<2>) -> Tensor<2> {
+        let z = self.projection.out.forward(relu(self.projection.hidden.forward(feature)));
+        let norm = z.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+        z / norm
+    }
+
+    /// The per-view classifier (`cls_head`): LeakyReLU → Linear, logits `[B, K]`.
+    pub fn classify(&self, feature: Tensor<2>) -> Tensor<2> {
+        self.cls_head.forward(leaky_relu(feature, self.leaky_slope))
+    }
+
+    /// The slope of the heads' LeakyReLU.
+    pub fn leaky_slope(&self) -> f64 {
+        self.leaky_slope
+    }
+
+    /// The fused classifier (`en_fc`) on `cat[global, local]`, logits `[B, K]`.
+    pub fn fuse(&self, global: Tensor<2>, local: Tensor<2>) -> Tensor<2> {
+        self.fuse_concatenated(Tensor::cat(vec![global, local], 1))
+    }
+
+    /// The fused classifier on an already concatenated `[B, 2D]` feature (the exported head graph).
+    pub fn fuse_concatenated(&self, features: Tensor<2>) -> Tensor<2> {
+        self.en_fc.forward(leaky_relu(features, self.leaky_slope))
+    }
+}
+
+/// LeakyReLU written as `relu(x) − slope · relu(−x)`: exactly equal on both sides of zero, and made
+/// of ops the ONNX exporter lowers (it has no LeakyRelu).
+fn leaky_relu(x: Tensor<2>, slope: f64) -> Tensor<2> {
+    relu(x.clone()) - relu(-x) * slope
+}

@@ -1,0 +1,13 @@
+//! CDNet in burn: EfficientNet multi-scale features, WSLL attention with MCSP pooling, contrastive
+//! multi-zoom views, the HCD loss, and the two-pass inference path.
+
+pub mod cdnet;
+pub mod cmz;
+pub mod efficientnet;
+pub mod infer;
+pub mod loss;
+pub mod weights;
+pub mod wsll;
+
+pub use cdnet::{Cdnet, CdnetConfig, Extracted};
+pub use efficientnet::{EfficientNet, EfficientNetConfig};
