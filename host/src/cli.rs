@@ -1,7 +1,17 @@
 //! The `cdnet` command line.
 
+use crate::data::{self, DataConfig, Sample};
+use crate::model::infer::predict;
+use crate::model::saved;
 use crate::phantom::{self, Difficulty, PhantomConfig, WriteOptions};
+use crate::train::config::TrainConfig;
+use crate::train::eval::{evaluate, summary, write_reports};
+use crate::train::report::heatmap_panel;
+use crate::train::trainer::{Backend, TrainOptions, device_for, train};
 use anyhow::{Context, Result, bail};
+use cdnet_shared::GrayImage;
+use cdnet_shared::imageio::read_gray_frames;
+use cdnet_shared::preprocess::preprocess_plane;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +35,90 @@ pub struct Cli {
 pub enum Command {
     /// Generate a labelled ocular B-scan phantom data set (ImageFolder with masks and sidecars).
     Phantom(PhantomArgs),
+    /// Train CDNet on an ImageFolder data set, then evaluate the best model.
+    Train(TrainArgs),
+    /// Evaluate a trained model on a data set (metrics.json and plots).
+    Eval(EvalArgs),
+    /// Classify images; print class and probabilities, write heatmap overlays.
+    Predict(PredictArgs),
+}
+
+/// `cdnet train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Data root: <class>/*.png, images/<class>/*.png, or train/ val/ test/ splits of those.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// TOML config (see configs/); defaults are the paper's setup (b3, 224, 128 epochs, batch 64).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override any config key: `--set loss.kind=\"ce\"`, `--set model.wsll=false` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Epochs (overrides training.epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Batch size (overrides training.batch_size).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate (overrides optim.lr).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed (overrides training.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Skip unreadable images and empty class folders with a warning.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: Backend,
+    /// Run folder (checkpoints, best model, metrics, plots). Default: runs/<config>-<time>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint, with its saved config.
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+}
+
+/// `cdnet eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A run folder (uses its best model) or a model file (.bpk with its .json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Data root (same layouts as training).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Which images: auto (test, else val), train, val, test, or all.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "train", "val", "test", "all"])]
+    pub split: String,
+    /// Where to write metrics.json and plots. Default: <model folder>/eval-<data folder name>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Skip unreadable images with a warning.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: Backend,
+}
+
+/// `cdnet predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A run folder (uses its best model) or a model file (.bpk with its .json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where to write the heatmap overlays.
+    #[arg(long, default_value = "predictions")]
+    pub out: PathBuf,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: Backend,
+    /// Images (PNG, JPEG, BMP, DICOM; every frame of a multi-frame DICOM).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
 }
 
 /// `cdnet phantom`.
@@ -90,7 +184,142 @@ fn init_logging(quiet: bool, verbose: u8) {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Phantom(args) => run_phantom(args, cli.quiet),
+        Command::Train(args) => run_train(args, cli.quiet),
+        Command::Eval(args) => run_eval(args),
+        Command::Predict(args) => run_predict(args),
     }
+}
+
+fn run_train(args: TrainArgs, quiet: bool) -> Result<()> {
+    let mut overrides = args.overrides.clone();
+    for (key, value) in [
+        ("training.epochs", args.epochs.map(|v| v.to_string())),
+        ("training.batch_size", args.batch_size.map(|v| v.to_string())),
+        ("optim.lr", args.lr.map(|v| format!("{v:e}"))),
+        ("training.seed", args.seed.map(|v| v.to_string())),
+        ("data.skip_bad", args.skip_bad.then(|| "true".to_string())),
+    ] {
+        if let Some(value) = value {
+            overrides.push(format!("{key}={value}"));
+        }
+    }
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => {
+            let stem = args
+                .config
+                .as_ref()
+                .and_then(|c| c.file_stem())
+                .map_or("default".into(), |s| s.to_string_lossy().into_owned());
+            let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            PathBuf::from("runs").join(format!("{stem}-{secs}"))
+        }
+    };
+    let config = if args.resume {
+        if args.config.is_some() || !overrides.is_empty() {
+            bail!("--resume continues {} with its saved config.toml; do not pass --config or overrides", out.display());
+        }
+        TrainConfig::load(Some(&out.join("config.toml")), &[])?
+    } else {
+        TrainConfig::load(args.config.as_deref(), &overrides)?
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let outcome = train(
+        config,
+        &TrainOptions { data: args.data, out, resume: args.resume, backend: args.backend, progress: !quiet, command },
+    )?;
+    let m = &outcome.evaluation.metrics;
+    println!(
+        "{}: best epoch {}, {} accuracy {:.4}, macro F1 {:.4}, AUC {}{} ({:.1} min, {:.1} img/s)",
+        outcome.run.display(),
+        outcome.best_epoch,
+        outcome.eval_split,
+        m.accuracy,
+        m.macro_f1,
+        m.macro_auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+        m.pointing_game.map_or(String::new(), |p| format!(", pointing game {:.4}", p.score)),
+        outcome.seconds / 60.0,
+        outcome.images_per_second
+    );
+    Ok(())
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let device = device_for(args.backend)?;
+    let (model, info) = saved::load(&args.model, &device)?;
+    let data = data::load(
+        &args.data,
+        &DataConfig {
+            input_size: info.preprocess.input_size,
+            crop: Some(info.preprocess.crop),
+            classes: Some(info.labels.names().to_vec()),
+            skip_bad: args.skip_bad,
+            ..Default::default()
+        },
+    )?;
+    let samples: Vec<Sample> = match args.split.as_str() {
+        "train" => data.train.clone(),
+        "val" => data.val.clone(),
+        "test" => data.test.clone(),
+        "all" => data.train.iter().chain(&data.val).chain(&data.test).cloned().collect(),
+        _ => data.eval_split().1.to_vec(),
+    };
+    if samples.is_empty() {
+        bail!("the {} split of {} has no images; pick another with --split", args.split, args.data.display());
+    }
+    let n = info.preprocess.input_size;
+    let norm = info.preprocess.normalization;
+    let evaluation = evaluate(&model, &samples, info.labels.names(), n, &norm, &info.center_zoom, 16, &device);
+    let out = args.out.unwrap_or_else(|| {
+        let base = if args.model.is_dir() {
+            args.model.clone()
+        } else {
+            args.model.parent().map(PathBuf::from).unwrap_or_default()
+        };
+        let name = args.data.file_name().map_or("data".into(), |n| n.to_string_lossy().into_owned());
+        base.join(format!("eval-{name}"))
+    });
+    write_reports(&evaluation, &samples, &args.split, n, &norm, &out)?;
+    print!("{}", summary(&evaluation.metrics));
+    println!("metrics and plots: {}", out.display());
+    Ok(())
+}
+
+fn run_predict(args: PredictArgs) -> Result<()> {
+    let device = device_for(args.backend)?;
+    let (model, info) = saved::load(&args.model, &device)?;
+    let n = info.preprocess.input_size;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    for path in &args.images {
+        let frames = read_gray_frames(path)?;
+        for (index, frame) in frames.iter().enumerate() {
+            let image = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels)
+                .with_context(|| format!("{}", path.display()))?;
+            let mut plane = vec![0.0; n * n];
+            preprocess_plane(&image, &info.preprocess, &mut plane).with_context(|| format!("{}", path.display()))?;
+            let prediction = predict(&model, &[&plane], n, &info.center_zoom, &device).remove(0);
+            let name =
+                if frames.len() > 1 { format!("{}#{index}", path.display()) } else { path.display().to_string() };
+            let probabilities: Vec<String> = info
+                .labels
+                .names()
+                .iter()
+                .zip(&prediction.probabilities)
+                .map(|(label, p)| format!("{label} {p:.4}"))
+                .collect();
+            println!(
+                "{name}: {} ({:.4})  [{}]",
+                info.labels.name(prediction.class).unwrap_or("?"),
+                prediction.probabilities[prediction.class],
+                probabilities.join(", ")
+            );
+            let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
+            let file = if frames.len() > 1 { format!("{stem}-{index}.png") } else { format!("{stem}.png") };
+            let caption = format!("{name}: {}", info.labels.display_name(prediction.class).unwrap_or("?"));
+            heatmap_panel(&[(&plane, &prediction, caption)], n, &info.preprocess.normalization, &args.out.join(file))?;
+        }
+    }
+    Ok(())
 }
 
 fn run_phantom(args: PhantomArgs, quiet: bool) -> Result<()> {

@@ -7,8 +7,20 @@
 //! ROOT/images/<class>/*.png    images + masks side by side (ROOT/masks/<class>/<same name>), as BUSI
 //! ```
 //!
-//! Class order: the configured list if given, else the ocular order (Normal, IOT, RD, PSS, VH) when
-//! the folders are exactly those five, else sorted folder names. Without split folders, a
+//! Class order: the configured list if given, else the data set's `dataset.toml` list, else the
+//! ocular order (Normal, IOT, RD, PSS, VH) when the folders are exactly those five, else sorted
+//! folder names. The device crop: configured, else `dataset.toml`'s, else the whole frame.
+//!
+//! `dataset.toml` (optional, at the data root) describes where the data came from:
+//!
+//! ```toml
+//! classes = ["Normal", "IOT", "RD", "PSS", "VH"]   # output order
+//! [crop]                                          # the scanner's image area, fractions of the frame
+//! left = 0.06
+//! top = 0.075
+//! right = 0.94
+//! bottom = 1.0
+//! ``` Without split folders, a
 //! deterministic stratified split (by file, so the frames of one DICOM never straddle splits) makes
 //! validation and test sets. Images are cropped and resized to the network input with the `shared`
 //! code the edge uses; masks are resized the same way and kept only for scoring.
@@ -31,9 +43,9 @@ use std::path::{Path, PathBuf};
 pub struct DataConfig {
     /// Network input side `N`.
     pub input_size: usize,
-    /// Device crop applied before resizing.
-    pub crop: CropProfile,
-    /// Class names in output order; `None` = from the folders.
+    /// Device crop applied before resizing; `None` = the data set's `dataset.toml`, else none.
+    pub crop: Option<CropProfile>,
+    /// Class names in output order; `None` = `dataset.toml`, else from the folders.
     pub classes: Option<Vec<String>>,
     /// Share of each class held out for validation when there is no `val/` folder.
     pub val_fraction: f32,
@@ -49,7 +61,7 @@ impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
             input_size: 224,
-            crop: CropProfile::FULL,
+            crop: None,
             classes: None,
             val_fraction: 0.2,
             test_fraction: 0.0,
@@ -79,6 +91,8 @@ pub struct Dataset {
     pub labels: LabelSet,
     /// Network input side.
     pub input_size: usize,
+    /// The device crop that was applied.
+    pub crop: CropProfile,
     /// Training samples.
     pub train: Vec<Sample>,
     /// Validation samples.
@@ -175,6 +189,44 @@ pub enum DataError {
     /// Bad class names.
     #[error("invalid class list: {0}")]
     Labels(#[from] LabelError),
+    /// `dataset.toml` is malformed.
+    #[error("invalid {path}: {message}")]
+    DatasetFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (key and position).
+        message: String,
+    },
+}
+
+/// The optional `dataset.toml` at the root of a data set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetFile {
+    /// Output class order.
+    pub classes: Option<Vec<String>>,
+    /// The scanner's image area.
+    pub crop: Option<CropProfile>,
+    /// Free-form provenance (e.g. how a phantom set was generated).
+    pub source: Option<toml::Table>,
+}
+
+/// File name of the data set description.
+pub const DATASET_FILE: &str = "dataset.toml";
+
+/// Reads `root/dataset.toml` if it exists.
+pub fn read_dataset_file(root: &Path) -> Result<Option<DatasetFile>, DataError> {
+    let path = root.join(DATASET_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bad = |message: String| DataError::DatasetFile { path: path.clone(), message };
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    let file: DatasetFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if let Some(crop) = &file.crop {
+        crop.validate().map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(Some(file))
 }
 
 /// A class folder found on disk, with its mask folder.
@@ -200,6 +252,13 @@ pub fn load(root: &Path, config: &DataConfig) -> Result<Dataset, DataError> {
     if !root.is_dir() {
         return Err(DataError::NotFound(root.to_path_buf()));
     }
+    let described = read_dataset_file(root)?.unwrap_or_default();
+    let config = &DataConfig {
+        crop: config.crop.or(described.crop),
+        classes: config.classes.clone().or(described.classes),
+        ..config.clone()
+    };
+    let crop = config.crop.unwrap_or(CropProfile::FULL);
     let mut report = LoadReport::default();
     let split_roots: Vec<(&'static str, PathBuf)> =
         SPLITS.iter().map(|s| (*s, root.join(s))).filter(|(_, p)| p.is_dir()).collect();
@@ -211,7 +270,17 @@ pub fn load(root: &Path, config: &DataConfig) -> Result<Dataset, DataError> {
             &mut report,
         )?;
         let labels = label_set(root, &train, config)?;
-        let mut by_split = vec![("train", labelled(train, &labels, "train", config, &mut report)?)];
+        let train = labelled(train, &labels, "train", config, &mut report)?;
+        let mut by_split = Vec::new();
+        if split_roots.iter().any(|(s, _)| *s == "val") {
+            by_split.push(("train", train));
+        } else {
+            // No val/ folder: hold out `val_fraction` of train/, stratified, for model selection.
+            let drawn = DataConfig { test_fraction: 0.0, ..config.clone() };
+            by_split.extend(
+                stratified_split(train, &labels, &drawn, &mut report).into_iter().filter(|(s, _)| *s != "test"),
+            );
+        }
         for (split, path) in split_roots.iter().filter(|(s, _)| *s != "train") {
             let listed = list_files(root, &class_folders(path)?, config, &mut report)?;
             by_split.push((*split, labelled(listed, &labels, split, config, &mut report)?));
@@ -223,10 +292,11 @@ pub fn load(root: &Path, config: &DataConfig) -> Result<Dataset, DataError> {
         let files = labelled(listed, &labels, "train", config, &mut report)?;
         (labels.clone(), stratified_split(files, &labels, config, &mut report))
     };
-    let preprocess = PreprocessConfig { input_size: config.input_size, crop: config.crop, ..Default::default() };
+    let preprocess = PreprocessConfig { input_size: config.input_size, crop, ..Default::default() };
     let mut dataset = Dataset {
         labels,
         input_size: config.input_size,
+        crop,
         train: Vec::new(),
         val: Vec::new(),
         test: Vec::new(),

@@ -3,7 +3,7 @@
 //! Writes a phantom data set as an ImageFolder, with masks and per-image JSON sidecars.
 //!
 //! ```text
-//! OUT/phantom.json                     how the set was made (seed, difficulty, counts, crop)
+//! OUT/dataset.toml                     class order, the crop profile, how the set was made
 //! OUT/<class>/<class>_00000.png        the image (8-bit gray)
 //! OUT/<class>/<class>_00000.json       sidecar: lesion box, globe box, seed
 //! OUT/masks/<class>/<class>_00000.png  lesion mask (255 = lesion)
@@ -15,6 +15,7 @@
 
 pub use cdnet_shared::phantom::*;
 
+use crate::data::{DATASET_FILE, DatasetFile};
 use anyhow::{Context, Result, bail};
 use cdnet_shared::Rect;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -62,17 +63,6 @@ struct Sidecar<'a> {
     /// `[x0, y0, x1, y1]`, end exclusive; null for Normal.
     lesion_box: Option<[usize; 4]>,
     globe_box: [usize; 4],
-}
-
-#[derive(Serialize)]
-struct SetRecord<'a> {
-    generator: &'static str,
-    seed: u64,
-    size: usize,
-    difficulty: f32,
-    classes: Vec<&'static str>,
-    splits: &'a [(String, usize)],
-    crop_profile: cdnet_shared::CropProfile,
 }
 
 fn rect_array(r: Rect) -> [usize; 4] {
@@ -141,18 +131,22 @@ pub fn write_image_folder(options: &WriteOptions) -> Result<PhantomSetSummary> {
         Ok(())
     })?;
     bar.finish_and_clear();
-    let record = SetRecord {
-        generator: concat!("cdnet phantom ", env!("CARGO_PKG_VERSION")),
-        seed: options.seed,
-        size: options.config.size,
-        difficulty: options.config.difficulty,
-        classes: PhantomClass::ALL.iter().map(|c| c.label()).collect(),
-        splits: &splits,
-        crop_profile: PHANTOM_CROP,
+    let described = DatasetFile {
+        classes: Some(PhantomClass::ALL.iter().map(|c| c.label().to_string()).collect()),
+        crop: Some(PHANTOM_CROP),
+        source: Some(toml::toml! {
+            generator = (concat!("cdnet phantom ", env!("CARGO_PKG_VERSION")))
+            seed = (options.seed as i64)
+            size = (options.config.size as i64)
+            difficulty = (options.config.difficulty as f64)
+        }),
     };
-    let record_path = out.join("phantom.json");
-    std::fs::write(&record_path, serde_json::to_vec_pretty(&record)?)
-        .with_context(|| format!("cannot write {}", record_path.display()))?;
+    let record_path = out.join(DATASET_FILE);
+    let text = format!(
+        "# Written by `cdnet phantom`; read by `cdnet train`/`eval` for the crop and class order.\n{}",
+        toml::to_string_pretty(&described)?
+    );
+    std::fs::write(&record_path, text).with_context(|| format!("cannot write {}", record_path.display()))?;
     Ok(PhantomSetSummary { images: jobs.len(), splits, seconds: start.elapsed().as_secs_f64() })
 }
 

@@ -76,11 +76,15 @@ fn split_folders_are_used_as_given() {
     let root = phantom_set(dir.path(), 3, 2);
     let data = load(&root, &config(32)).unwrap();
     assert!(data.report.split_folders);
-    assert_eq!(data.train.len(), 15);
     assert_eq!(data.test.len(), 10);
-    assert!(data.val.is_empty());
+    // No val/ folder: 20 % of each class of train/ is held out for validation (1 of 3 per class).
+    assert_eq!(data.class_counts(&data.train), vec![2; 5]);
+    assert_eq!(data.class_counts(&data.val), vec![1; 5]);
+    assert!(data.val.iter().all(|s| s.id.starts_with("train/")));
     assert_eq!(data.eval_split().0, "test");
     assert!(data.test.iter().all(|s| s.id.starts_with("test/")));
+    let no_val = load(&root, &DataConfig { val_fraction: 0.0, ..config(32) }).unwrap();
+    assert_eq!((no_val.train.len(), no_val.val.len()), (15, 0));
 }
 
 #[test]
@@ -194,6 +198,25 @@ fn a_val_class_missing_from_train_is_an_error() {
     png_folder(&dir.path().join("val"), &["a", "c"], 2);
     let err = load(dir.path(), &config(8)).unwrap_err();
     assert!(matches!(err, DataError::UnknownClass { ref class, .. } if class == "c"), "{err}");
+}
+
+#[test]
+fn dataset_toml_sets_crop_and_class_order_unless_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    png_folder(dir.path(), &["a", "b"], 2);
+    std::fs::write(
+        dir.path().join("dataset.toml"),
+        "classes = [\"b\", \"a\"]\n[crop]\nleft = 0.5\ntop = 0.0\nright = 1.0\nbottom = 1.0\n",
+    )
+    .unwrap();
+    let data = load(dir.path(), &config(8)).unwrap();
+    assert_eq!(data.labels.names(), ["b", "a"]);
+    assert_eq!(data.crop.left, 0.5);
+    let configured = DataConfig { crop: Some(cdnet_shared::CropProfile::FULL), ..config(8) };
+    assert_eq!(load(dir.path(), &configured).unwrap().crop, cdnet_shared::CropProfile::FULL);
+    std::fs::write(dir.path().join("dataset.toml"), "clases = [\"a\"]\n").unwrap();
+    let err = load(dir.path(), &config(8)).unwrap_err().to_string();
+    assert!(err.contains("dataset.toml") && err.contains("clases"), "{err}");
 }
 
 #[test]

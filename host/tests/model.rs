@@ -242,6 +242,7 @@ fn step_config(loss: LossKind, train_heads: bool) -> StepConfig {
         cmz: CmzConfig::new(),
         center: CenterZoomParams::default(),
         train_heads,
+        heads_train_backbone: false,
     }
 }
 

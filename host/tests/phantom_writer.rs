@@ -47,7 +47,10 @@ fn writes_an_image_folder_with_masks_and_sidecars() {
             }
         }
     }
-    assert!(out.join("phantom.json").exists());
+    // The data set describes itself: class order and the crop that removes the scanner text.
+    let described = cdnet_host::data::read_dataset_file(&out).unwrap().unwrap();
+    assert_eq!(described.classes.unwrap(), ["Normal", "IOT", "RD", "PSS", "VH"]);
+    assert_eq!(described.crop, Some(cdnet_host::phantom::PHANTOM_CROP));
     // Never overwrites.
     let err = write_image_folder(&options).unwrap_err().to_string();
     assert!(err.contains("not empty"), "{err}");

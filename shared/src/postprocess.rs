@@ -34,6 +34,15 @@ pub fn quantize_heatmap(att: &[f32], out: &mut [u8]) {
     }
 }
 
+/// The heatmap colour for an attention byte (0 = none … 255 = strongest): a jet-like ramp from dark
+/// blue through cyan, green and yellow to red. The host's report and the device screen both use it,
+/// so a clinician sees the same colours as the engineer who trained the model.
+pub fn heat_colour(value: u8) -> [u8; 3] {
+    let t = value as f32 / 255.0;
+    let channel = |centre: f32| ((1.5 - (4.0 * t - centre).abs()).clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+    [channel(3.0), channel(2.0), channel(1.0)]
+}
+
 /// `e^x` for `no_std` builds (core has no `exp`): range reduction by ln 2 plus a degree-7
 /// polynomial, relative error < 2e-7 over the range softmax uses (x ≤ 0).
 fn expf(x: f32) -> f32 {
@@ -89,6 +98,14 @@ mod tests {
         assert_eq!(top_class(&[]), None);
         assert_eq!(top_class(&[0.2, f32::NAN]), None);
         assert_eq!(top_class(&[0.5, 0.5]), Some((0, 0.5)));
+    }
+
+    #[test]
+    fn heat_colours_run_blue_to_red() {
+        assert_eq!(heat_colour(0), [0, 0, 128]);
+        assert_eq!(heat_colour(255), [128, 0, 0]);
+        let mid = heat_colour(128);
+        assert!(mid[1] == 255 && mid[0] > 100 && mid[2] > 100, "{mid:?}");
     }
 
     #[test]

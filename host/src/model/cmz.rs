@@ -95,7 +95,12 @@ impl CmzConfig {
     /// Checks the ranges.
     pub fn validate(&self) -> Result<(), String> {
         let ordered = |r: [f64; 2]| r[0] > 0.0 && r[0] <= r[1];
-        if self.beta_alpha.is_nan() || self.beta_alpha <= 0.0 || !ordered(self.scale) || self.scale[1] > 1.0 || !ordered(self.ratio) {
+        if self.beta_alpha.is_nan()
+            || self.beta_alpha <= 0.0
+            || !ordered(self.scale)
+            || self.scale[1] > 1.0
+            || !ordered(self.ratio)
+        {
             return Err("cmz: need beta_alpha > 0, 0 < scale[0] ≤ scale[1] ≤ 1 and 0 < ratio[0] ≤ ratio[1]".into());
         }
         if self.views < 2 {

@@ -6,6 +6,7 @@ pub mod cmz;
 pub mod efficientnet;
 pub mod infer;
 pub mod loss;
+pub mod saved;
 pub mod weights;
 pub mod wsll;
 

@@ -1,3 +1,9 @@
 //! Training: the step (every regime and ablation), the loop, checkpoints, metrics and reports.
 
+pub mod augment;
+pub mod config;
+pub mod eval;
+pub mod metrics;
+pub mod report;
 pub mod step;
+pub mod trainer;

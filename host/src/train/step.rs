@@ -9,7 +9,9 @@
 //!        + CE(en_fc(cat[global, v1 + v2]).detach-in, y) + CE(cls_head(·).detach-in, y) per view
 //! ```
 //! The classifier heads see detached features, so with a contrastive loss they cannot change the
-//! backbone. With plain CE there is nothing to protect and the heads train everything. The
+//! backbone. With plain CE there is nothing to protect and the heads train everything. From scratch
+//! (no pretrained backbone) the contrastive loss alone can settle with all projections alike
+//! (`L_pp ≈ ln(V·B − 1)`); `heads_train_backbone` lets the heads' CE train the backbone as well. The
 //! centre-zoom variant (the "vanilla zoom-in" ablation) uses one zoom view taken with the test-time
 //! box. In the two-stage regime, stage 1 is the contrastive part alone, and stage 2
 //! ([`head_loss`]) trains the heads with CE on the frozen inference path.
@@ -63,6 +65,9 @@ pub struct StepConfig {
     pub center: CenterZoomParams,
     /// Whether the classifier heads are trained in this pass (joint regime) or not (stage 1).
     pub train_heads: bool,
+    /// Let the heads' cross-entropy train the backbone too (a contrastive + CE hybrid). `false` is
+    /// the reference: heads see detached features, only the contrastive loss shapes the backbone.
+    pub heads_train_backbone: bool,
 }
 
 /// A batch: normalised `n × n` planes and their labels.
@@ -161,8 +166,9 @@ pub fn training_loss(
         .map(|planes| model.extract(batch_of(planes, n, device)))
         .collect();
     let contrastive = config.loss != LossKind::Ce;
-    // Heads see detached features whenever a contrastive loss trains the representation.
-    let head_input = |f: &Tensor<2>| if contrastive { f.clone().detach() } else { f.clone() };
+    // Heads see detached features whenever a contrastive loss alone trains the representation.
+    let detach = contrastive && !config.heads_train_backbone;
+    let head_input = |f: &Tensor<2>| if detach { f.clone().detach() } else { f.clone() };
 
     let mut loss: Option<Tensor<1>> = None;
     let mut add = |term: Tensor<1>| {

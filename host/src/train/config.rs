@@ -1,0 +1,538 @@
+//! The training configuration: one TOML file, paper/reference defaults, command-line overrides.
+//!
+//! Every hyper-parameter lives here. Unknown keys are rejected with their name; `--set
+//! section.key=value` overrides any key (values are TOML: `--set loss.kind="ce"`,
+//! `--set model.wsll=false`), which is how the ablations of the paper's Tables VI–VII are run.
+
+use crate::data::DataConfig;
+use crate::model::cmz::CmzConfig;
+use crate::model::loss::HcdConfig;
+use crate::model::wsll::AttentionActivation;
+use crate::model::{CdnetConfig, EfficientNetConfig};
+use crate::train::step::{LossKind, StepConfig, ZoomKind};
+use cdnet_shared::{CenterZoomParams, CropProfile};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type (the message names the key).
+    #[error("invalid config {origin}: {message}")]
+    Parse {
+        /// File name or "--set".
+        origin: String,
+        /// The TOML error, with key and position.
+        message: String,
+    },
+    /// Values that do not fit together.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Model section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// EfficientNet variant: b0, b1, b2, b3, small, tiny.
+    pub backbone: String,
+    /// Optional timm `tf_efficientnet_*` weights (safetensors) to start from.
+    pub backbone_weights: Option<PathBuf>,
+    /// Input side (multiple of 32).
+    pub input_size: usize,
+    /// Stride-16 adapter width.
+    pub texture_channels: usize,
+    /// Feature width `D` (stride-32 adapter).
+    pub feature_dim: usize,
+    /// Attention maps `M`.
+    pub attention_maps: usize,
+    /// "relu" (code) or "sigmoid" (paper).
+    pub attention_activation: String,
+    /// Projection hidden width.
+    pub projection_hidden: usize,
+    /// Projection output width.
+    pub projection_dim: usize,
+    /// WSLL attention + MCSP; false = EfficientNet baseline with global average pooling.
+    pub wsll: bool,
+    /// Stochastic depth rate of the last block (0 = off, as the reference).
+    pub drop_path: f64,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            backbone: "b3".into(),
+            backbone_weights: None,
+            input_size: 224,
+            texture_channels: 1024,
+            feature_dim: 2048,
+            attention_maps: 32,
+            attention_activation: "relu".into(),
+            projection_hidden: 128,
+            projection_dim: 128,
+            wsll: true,
+            drop_path: 0.0,
+        }
+    }
+}
+
+/// Loss section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossSection {
+    /// "hcd", "supcon" or "ce".
+    pub kind: LossKind,
+    /// Contrastive temperature τ.
+    pub temperature: f64,
+    /// λ of the decoupling term (1.0 = the released code, which has no λ).
+    pub lambda: f64,
+    /// d, weight of the off-diagonal decoupling terms.
+    pub off_diagonal: f64,
+    /// Let the classifier heads' cross-entropy train the backbone too (in the joint regime and in
+    /// stage 1 of the two-stage regime, whose stage 2 then refits the heads on the inference path).
+    /// `false` is the reference (stop-gradient heads), which expects an ImageNet-pretrained backbone
+    /// (`model.backbone_weights`); from scratch, `true` keeps the contrastive loss from settling in
+    /// a collapsed state and trains far faster.
+    pub heads_train_backbone: bool,
+}
+
+impl Default for LossSection {
+    fn default() -> Self {
+        LossSection {
+            kind: LossKind::Hcd,
+            temperature: 0.07,
+            lambda: 0.1,
+            off_diagonal: 0.005,
+            heads_train_backbone: false,
+        }
+    }
+}
+
+/// Zoom section: training views and the test-time centre zoom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZoomSection {
+    /// Training views: "cmz", "center" (vanilla zoom-in) or "none".
+    pub training: ZoomKind,
+    /// GenBBox threshold (fraction of the attention maximum).
+    pub bbox_threshold: f32,
+    /// Zoom views per image.
+    pub views: usize,
+    /// Beta(α, α) placement.
+    pub beta_alpha: f64,
+    /// Crop area range, fraction of the image.
+    pub scale: [f64; 2],
+    /// Crop aspect-ratio range (w/h).
+    pub ratio: [f64; 2],
+    /// Test-time centre zoom threshold (fraction of the attention maximum).
+    pub test_threshold: f32,
+    /// Test-time padding, fraction of the image side.
+    pub test_padding: f64,
+}
+
+impl Default for ZoomSection {
+    fn default() -> Self {
+        ZoomSection {
+            training: ZoomKind::Cmz,
+            bbox_threshold: 0.6,
+            views: 2,
+            beta_alpha: 0.1,
+            scale: [0.3, 0.5],
+            ratio: [0.6, 1.4],
+            test_threshold: 0.5,
+            test_padding: 0.1,
+        }
+    }
+}
+
+/// How the representation and the heads are trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Regime {
+    /// One forward per step; the CE heads see detached features (the released code).
+    Joint,
+    /// Stage 1 contrastive only; stage 2 trains the heads on the frozen inference path (the paper).
+    TwoStage,
+}
+
+/// Learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// Constant (the paper).
+    Constant,
+    /// Cosine decay to 0 over all epochs.
+    Cosine,
+}
+
+/// Optimiser section (Adam with L2 weight decay, as PyTorch's Adam).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimSection {
+    /// Learning rate.
+    pub lr: f64,
+    /// β₁ (the paper's "momentum = 0.97").
+    pub beta1: f32,
+    /// β₂.
+    pub beta2: f32,
+    /// ε.
+    pub epsilon: f32,
+    /// L2 weight decay.
+    pub weight_decay: f32,
+    /// Schedule.
+    pub schedule: LrSchedule,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        OptimSection {
+            lr: 1e-3,
+            beta1: 0.97,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 5e-4,
+            schedule: LrSchedule::Constant,
+        }
+    }
+}
+
+/// Training-loop section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSection {
+    /// Epochs (stage 1 in the two-stage regime), warm-up included.
+    pub epochs: usize,
+    /// Cross-entropy-only epochs before the contrastive loss starts (0 = the reference). From
+    /// scratch, a contrastive loss on an untrained network drifts to the state where every
+    /// projection is alike (`L_pp ≈ ln(V·B − 1)`), and CMZ crops from an untrained attention map
+    /// miss the lesion; a short warm-up plays the role of the reference's ImageNet initialisation.
+    pub warmup_epochs: usize,
+    /// Images per step (the last partial batch of an epoch is dropped).
+    pub batch_size: usize,
+    /// "joint" or "two-stage".
+    pub regime: Regime,
+    /// Stage-2 epochs of the two-stage regime.
+    pub head_epochs: usize,
+    /// Learning rate of stage 2.
+    pub head_lr: f64,
+    /// Seed of everything random (init, shuffling, augmentation, zoom views).
+    pub seed: u64,
+    /// Batch size of evaluation passes.
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        TrainingSection {
+            epochs: 128,
+            warmup_epochs: 0,
+            batch_size: 64,
+            regime: Regime::Joint,
+            head_epochs: 20,
+            head_lr: 1e-3,
+            seed: 0,
+            eval_batch_size: 32,
+        }
+    }
+}
+
+/// Augmentation section: each transform is applied with its own probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentSection {
+    /// Probability of a random rotation.
+    pub rotation_p: f64,
+    /// Largest rotation, degrees.
+    pub rotation_degrees: f64,
+    /// Probability of a horizontal flip (left/right eye; never vertical, posterior stays down).
+    pub flip_p: f64,
+    /// Probability of a random affine (scale, translation, shear).
+    pub affine_p: f64,
+    /// Scale range.
+    pub scale: [f64; 2],
+    /// Largest translation, fraction of the side.
+    pub translate: f64,
+    /// Largest shear, degrees.
+    pub shear_degrees: f64,
+    /// Probability of CLAHE.
+    pub clahe_p: f64,
+    /// CLAHE clip limit (multiples of the mean bin count).
+    pub clahe_clip: f64,
+    /// CLAHE tiles per side.
+    pub clahe_tiles: usize,
+}
+
+impl Default for AugmentSection {
+    fn default() -> Self {
+        AugmentSection {
+            rotation_p: 0.5,
+            rotation_degrees: 15.0,
+            flip_p: 0.5,
+            affine_p: 0.3,
+            scale: [0.9, 1.1],
+            translate: 0.05,
+            shear_degrees: 5.0,
+            clahe_p: 0.2,
+            clahe_clip: 2.0,
+            clahe_tiles: 8,
+        }
+    }
+}
+
+/// Data section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// Device crop profile (fractions of the frame); absent = the data set's `dataset.toml`, else
+    /// the whole frame.
+    pub crop: Option<CropProfile>,
+    /// Class order; absent = `dataset.toml`, else from the folders.
+    pub classes: Option<Vec<String>>,
+    /// Validation share when there is no val/ folder.
+    pub val_fraction: f32,
+    /// Test share when there are no split folders.
+    pub test_fraction: f32,
+    /// Seed of the drawn split.
+    pub split_seed: u64,
+    /// Skip unreadable images with a warning.
+    pub skip_bad: bool,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection { crop: None, classes: None, val_fraction: 0.2, test_fraction: 0.0, split_seed: 0, skip_bad: false }
+    }
+}
+
+/// The whole configuration. `Default` is the paper/reference setup.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Network.
+    pub model: ModelSection,
+    /// Loss.
+    pub loss: LossSection,
+    /// Zoom views.
+    pub zoom: ZoomSection,
+    /// Optimiser.
+    pub optim: OptimSection,
+    /// Loop.
+    pub training: TrainingSection,
+    /// Augmentation.
+    pub augment: AugmentSection,
+    /// Data.
+    pub data: DataSection,
+}
+
+impl TrainConfig {
+    /// Reads a TOML file and applies `key=value` overrides (TOML values) on top.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                (table, path.display().to_string())
+            }
+            None => (toml::Table::new(), "(defaults)".to_string()),
+        };
+        for item in overrides {
+            apply_override(&mut table, item)?;
+        }
+        let config: TrainConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.clone(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML (written into every run folder).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Cross-field checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let contrastive = self.loss.kind != LossKind::Ce;
+        if contrastive && self.zoom.training == ZoomKind::None {
+            return invalid(format!(
+                "loss.kind = \"{}\" needs zoom views (zoom.training = \"cmz\" or \"center\"): a contrastive loss needs two views",
+                kind_name(self.loss.kind)
+            ));
+        }
+        if self.zoom.training != ZoomKind::None && !self.model.wsll {
+            return invalid(
+                "zoom views come from the WSLL attention: set model.wsll = true or zoom.training = \"none\"".into(),
+            );
+        }
+        if self.loss.kind == LossKind::Hcd && self.zoom.training != ZoomKind::Cmz {
+            return invalid("loss.kind = \"hcd\" decouples two zoom views: use zoom.training = \"cmz\"".into());
+        }
+        if self.training.regime == Regime::TwoStage && !contrastive {
+            return invalid("training.regime = \"two-stage\" trains the representation contrastively: use loss.kind = \"hcd\" or \"supcon\"".into());
+        }
+        if self.training.warmup_epochs >= self.training.epochs && contrastive {
+            return invalid(format!(
+                "training.warmup_epochs ({}) must be smaller than training.epochs ({}) or the contrastive loss never runs",
+                self.training.warmup_epochs, self.training.epochs
+            ));
+        }
+        if self.training.batch_size < 2 {
+            return invalid("training.batch_size must be at least 2 (batch statistics and contrastive pairs)".into());
+        }
+        if self.training.epochs == 0 || self.training.eval_batch_size == 0 {
+            return invalid("training.epochs and training.eval_batch_size must be positive".into());
+        }
+        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
+            return invalid(format!("optim.lr must be a positive number, got {}", self.optim.lr));
+        }
+        for (name, p) in [
+            ("augment.rotation_p", self.augment.rotation_p),
+            ("augment.flip_p", self.augment.flip_p),
+            ("augment.affine_p", self.augment.affine_p),
+            ("augment.clahe_p", self.augment.clahe_p),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return invalid(format!("{name} is a probability (0…1), got {p}"));
+            }
+        }
+        if let Some(crop) = &self.data.crop {
+            crop.validate().map_err(|e| ConfigError::Invalid(format!("data.crop: {e}")))?;
+        }
+        self.cmz().validate().map_err(ConfigError::Invalid)?;
+        self.backbone()?;
+        self.cdnet(2)?;
+        Ok(())
+    }
+
+    /// The EfficientNet variant.
+    pub fn backbone(&self) -> Result<EfficientNetConfig, ConfigError> {
+        let config = match self.model.backbone.as_str() {
+            "b0" => EfficientNetConfig::b0(),
+            "b1" => EfficientNetConfig::b1(),
+            "b2" => EfficientNetConfig::b2(),
+            "b3" => EfficientNetConfig::b3(),
+            "small" => EfficientNetConfig::small(),
+            "tiny" => EfficientNetConfig::tiny(),
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "model.backbone = \"{other}\" is not one of b0, b1, b2, b3, small, tiny"
+                )));
+            }
+        };
+        Ok(config.with_drop_path(self.model.drop_path))
+    }
+
+    /// The network configuration for `num_classes` classes.
+    pub fn cdnet(&self, num_classes: usize) -> Result<CdnetConfig, ConfigError> {
+        let activation = match self.model.attention_activation.as_str() {
+            "relu" => AttentionActivation::Relu,
+            "sigmoid" => AttentionActivation::Sigmoid,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "model.attention_activation = \"{other}\" is not \"relu\" or \"sigmoid\""
+                )));
+            }
+        };
+        let m = &self.model;
+        let config = CdnetConfig::new(self.backbone()?, num_classes)
+            .with_input_size(m.input_size)
+            .with_texture_channels(m.texture_channels)
+            .with_feature_dim(m.feature_dim)
+            .with_attention_maps(m.attention_maps)
+            .with_attention_activation(activation)
+            .with_projection_hidden(m.projection_hidden)
+            .with_projection_dim(m.projection_dim)
+            .with_wsll(m.wsll)
+            .with_zoom_inference(self.zoom.training != ZoomKind::None);
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// CMZ parameters.
+    pub fn cmz(&self) -> CmzConfig {
+        CmzConfig::new()
+            .with_bbox_threshold(self.zoom.bbox_threshold)
+            .with_views(self.zoom.views)
+            .with_beta_alpha(self.zoom.beta_alpha)
+            .with_scale(self.zoom.scale)
+            .with_ratio(self.zoom.ratio)
+    }
+
+    /// Test-time centre zoom parameters.
+    pub fn center_zoom(&self) -> CenterZoomParams {
+        CenterZoomParams { threshold: self.zoom.test_threshold, padding: self.zoom.test_padding }
+    }
+
+    /// The step configuration of the joint regime (`train_heads = true`) or stage 1, in `epoch`
+    /// (warm-up epochs train with cross-entropy only).
+    pub fn step(&self, train_heads: bool, epoch: usize) -> StepConfig {
+        let warm_up = epoch <= self.training.warmup_epochs;
+        StepConfig {
+            loss: if warm_up { LossKind::Ce } else { self.loss.kind },
+            hcd: HcdConfig::new()
+                .with_temperature(self.loss.temperature)
+                .with_lambda(self.loss.lambda)
+                .with_off_diagonal(self.loss.off_diagonal),
+            // Warm-up views come from the deterministic centre zoom: CE on random CMZ crops of an
+            // untrained attention map learns far more slowly.
+            zoom: if warm_up && self.zoom.training != ZoomKind::None { ZoomKind::Center } else { self.zoom.training },
+            cmz: self.cmz(),
+            center: self.center_zoom(),
+            train_heads: train_heads || warm_up,
+            heads_train_backbone: self.loss.heads_train_backbone,
+        }
+    }
+
+    /// Data loading parameters.
+    pub fn data_config(&self) -> DataConfig {
+        DataConfig {
+            input_size: self.model.input_size,
+            crop: self.data.crop,
+            classes: self.data.classes.clone(),
+            val_fraction: self.data.val_fraction,
+            test_fraction: self.data.test_fraction,
+            split_seed: self.data.split_seed,
+            skip_bad: self.data.skip_bad,
+        }
+    }
+}
+
+fn kind_name(kind: LossKind) -> &'static str {
+    match kind {
+        LossKind::Hcd => "hcd",
+        LossKind::Supcon => "supcon",
+        LossKind::Ce => "ce",
+    }
+}
+
+/// Applies `section.key=value` (value in TOML syntax; bare words are taken as strings).
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<(), ConfigError> {
+    let bad = |message: String| ConfigError::Parse { origin: "--set".into(), message };
+    let (key, value) = item.split_once('=').ok_or_else(|| bad(format!("`{item}` is not key=value")))?;
+    let value: toml::Value = match format!("v = {value}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(value.to_string())),
+        Err(_) => toml::Value::String(value.trim().to_string()),
+    };
+    let mut parts: Vec<&str> = key.trim().split('.').collect();
+    let last = parts.pop().filter(|k| !k.is_empty()).ok_or_else(|| bad(format!("`{item}` has an empty key")))?;
+    let mut node = table;
+    for part in parts {
+        let entry = node.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry.as_table_mut().ok_or_else(|| bad(format!("`{part}` in `{key}` is not a section")))?;
+    }
+    node.insert(last.to_string(), value);
+    Ok(())
+}
