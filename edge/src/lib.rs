@@ -1,2 +1,16 @@
 //! The CDNet edge runtime: receives probe frames over a serial link, runs the exported model with
 //! tract, and shows the diagnosis and lesion heatmap on the board's screen.
+//!
+//! * [`runner`]: the receive → infer → send/draw pipeline (threads that never block each other).
+//! * [`link`]: the probe link behind a small trait (serial port, pseudo-terminal).
+//! * [`screen`]: what the screen shows, drawn with embedded-graphics (800×480 and 320×240).
+//! * [`display`]: where it is shown (Linux framebuffer, PNG snapshots, nowhere).
+//! * [`session_log`]: the durable, rotated record of every result.
+//! * [`sim`]: the probe simulator behind `cdnet-probe-sim`.
+
+pub mod display;
+pub mod link;
+pub mod runner;
+pub mod screen;
+pub mod session_log;
+pub mod sim;

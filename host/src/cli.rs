@@ -41,6 +41,37 @@ pub enum Command {
     Eval(EvalArgs),
     /// Classify images; print class and probabilities, write heatmap overlays.
     Predict(PredictArgs),
+    /// Export a trained model as an ONNX bundle for the edge (fp32, or int8 with --calibrate).
+    Export(ExportArgs),
+}
+
+/// `cdnet export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run folder (uses its best model) or a model file (.bpk with its .json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Bundle folder to create, e.g. models/my-scanner.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Bundle name (default: the folder name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Quantise to int8, calibrating on the images under this folder.
+    #[arg(long, value_name = "DIR")]
+    pub calibrate: Option<PathBuf>,
+    /// How many calibration images to use.
+    #[arg(long, default_value_t = 64)]
+    pub calibration_images: usize,
+    /// Evaluation data for the card's metrics (default: the model's training data, if present).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Below this top probability the device shows "uncertain — refer".
+    #[arg(long, default_value_t = 0.6)]
+    pub refer_threshold: f32,
+    /// Replace an existing bundle folder.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `cdnet train`.
@@ -187,7 +218,39 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => run_train(args, cli.quiet),
         Command::Eval(args) => run_eval(args),
         Command::Predict(args) => run_predict(args),
+        Command::Export(args) => run_export(args),
     }
+}
+
+fn run_export(args: ExportArgs) -> Result<()> {
+    let report = crate::export::export(&crate::export::ExportOptions {
+        model: args.model,
+        out: args.out,
+        name: args.name,
+        calibrate: args.calibrate,
+        calibration_images: args.calibration_images,
+        data: args.data,
+        refer_threshold: args.refer_threshold,
+        force: args.force,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    })?;
+    let card = &report.card;
+    let metrics = report.metrics.as_ref().map_or(String::new(), |m| {
+        format!(
+            ", {} accuracy {:.4} macro F1 {:.4}",
+            card.metrics["split"].as_str().unwrap_or("?"),
+            m.accuracy,
+            m.macro_f1
+        )
+    });
+    let parity = report.parity_max_abs.map_or(String::new(), |p| format!(", burn vs tract max |Δp| {p:.1e}"));
+    println!(
+        "exported {:?} {} bundle to {}{metrics}{parity}",
+        card.name,
+        format!("{:?}", card.precision).to_lowercase(),
+        report.bundle.display()
+    );
+    Ok(())
 }
 
 fn run_train(args: TrainArgs, quiet: bool) -> Result<()> {

@@ -3,12 +3,14 @@
 //!
 //! * [`cli`]: the `cdnet` command line.
 //! * [`data`]: ImageFolder and DICOM data sets, splits, preprocessing.
+//! * [`export`]: ONNX model bundles (fp32 and int8) with their model card, checked with tract.
 //! * [`model`]: the CDNet network, its loss and its views.
 //! * [`phantom`]: procedural ocular B-scan phantom (labelled data with lesion masks).
 //! * [`train`]: training loop, checkpoints, metrics, reports.
 
 pub mod cli;
 pub mod data;
+pub mod export;
 pub mod model;
 pub mod phantom;
 pub mod train;

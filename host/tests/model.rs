@@ -273,13 +273,13 @@ fn hcd_gradients_reach_every_trunk_part_and_ce_heads_leave_the_backbone_alone() 
     let grads_hcd = gradients(&model, &hcd_only.loss.backward());
     let nonzero = |g: &Option<Vec<f32>>| g.as_ref().is_some_and(|g| g.iter().any(|v| *v != 0.0));
     for part in [
-        "backbone.conv_stem",
-        "backbone.stages",
-        "adapter14",
-        "adapter7",
-        "wsll.texture",
-        "wsll.semantic",
-        "wsll.map_weights",
+        "extractor.backbone.conv_stem",
+        "extractor.backbone.stages",
+        "extractor.adapter14",
+        "extractor.adapter7",
+        "extractor.wsll.texture",
+        "extractor.wsll.semantic",
+        "extractor.wsll.map_weights",
         "projection",
     ] {
         assert!(grads_hcd.iter().any(|(p, g)| p.starts_with(part) && nonzero(g)), "HCD gradient does not reach {part}");
@@ -320,7 +320,9 @@ fn plain_ce_trains_the_backbone_through_the_heads() {
     );
     let grads = gradients(&model, &out.loss.backward());
     assert!(
-        grads.iter().any(|(p, g)| p.starts_with("backbone") && g.as_ref().is_some_and(|g| g.iter().any(|v| *v != 0.0)))
+        grads.iter().any(
+            |(p, g)| p.starts_with("extractor.backbone") && g.as_ref().is_some_and(|g| g.iter().any(|v| *v != 0.0))
+        )
     );
 }
 

@@ -10,11 +10,14 @@
 //!
 //! * [`phantom`] (feature `phantom`): the procedural ocular B-scan phantom, so the host trains on
 //!   and the edge's probe simulator streams the very same images.
+//! * [`bundle`] (feature `bundle`): the exported model bundle and its card, verified by hash.
+//! * [`runtime`] (feature `runtime`): the two-pass inference path on a bundle, with tract — the
+//!   edge runs it on every frame, the host runs it to check exports.
 //! * [`imageio`] (feature `files`): PNG/JPEG/BMP/DICOM files → 8-bit gray frames, the one
 //!   conversion both halves use.
 //!
 //! The crate is `#![no_std]`; the `alloc` feature adds label sets and frame reassembly, `std` (default)
-//! adds `std::error::Error` impls; `phantom` and `files` need `std`. The wire format is specified in `docs/protocol.md`.
+//! adds `std::error::Error` impls; `phantom`, `files`, `bundle` and `runtime` need `std`. The wire format is specified in `docs/protocol.md`.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,6 +27,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "bundle")]
+pub mod bundle;
 pub mod geometry;
 #[cfg(feature = "files")]
 pub mod imageio;
@@ -35,6 +40,8 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod protocol;
 pub mod resize;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod zoom;
 
 /// Most classes a model may have; bounded so the probe protocol's result message has a fixed size.

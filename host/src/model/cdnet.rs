@@ -83,23 +83,28 @@ impl CdnetConfig {
     pub fn init(&self, device: &Device) -> Cdnet {
         let (c14, c7) = self.backbone.tap_channels();
         let adapter = |from: usize, to: usize| Conv2dConfig::new([from, to], [1, 1]).init(device);
+        let head = |inputs: usize| Head {
+            linear: LinearConfig::new(inputs, self.num_classes).init(device),
+            leaky_slope: self.leaky_slope,
+        };
         Cdnet {
-            backbone: self.backbone.init(device),
-            adapter14: adapter(c14, self.texture_channels),
-            adapter7: adapter(c7, self.feature_dim),
-            wsll: self.wsll.then(|| {
-                WsllConfig::new(self.texture_channels, self.feature_dim)
-                    .with_attention_maps(self.attention_maps)
-                    .with_activation(self.attention_activation)
-                    .init(device)
-            }),
+            extractor: FeatureExtractor {
+                backbone: self.backbone.init(device),
+                adapter14: adapter(c14, self.texture_channels),
+                adapter7: adapter(c7, self.feature_dim),
+                wsll: self.wsll.then(|| {
+                    WsllConfig::new(self.texture_channels, self.feature_dim)
+                        .with_attention_maps(self.attention_maps)
+                        .with_activation(self.attention_activation)
+                        .init(device)
+                }),
+            },
             projection: Projection {
                 hidden: LinearConfig::new(self.feature_dim, self.projection_hidden).init(device),
                 out: LinearConfig::new(self.projection_hidden, self.projection_dim).init(device),
             },
-            cls_head: LinearConfig::new(self.feature_dim, self.num_classes).init(device),
-            en_fc: LinearConfig::new(2 * self.feature_dim, self.num_classes).init(device),
-            leaky_slope: self.leaky_slope,
+            cls_head: head(self.feature_dim),
+            en_fc: head(2 * self.feature_dim),
             zoom_inference: self.zoom_inference,
         }
     }
@@ -108,15 +113,35 @@ impl CdnetConfig {
 /// The CDNet network.
 #[derive(Module, Debug)]
 pub struct Cdnet {
+    extractor: FeatureExtractor,
+    projection: Projection,
+    cls_head: Head,
+    en_fc: Head,
+    zoom_inference: bool,
+}
+
+/// The feature extractor `f`: backbone, the two 1×1 adapters and WSLL (or global average pooling).
+/// This is the first exported graph: image → (feature, AttS).
+#[derive(Module, Debug)]
+pub struct FeatureExtractor {
     backbone: EfficientNet,
     adapter14: Conv2d,
     adapter7: Conv2d,
     wsll: Option<Wsll>,
-    projection: Projection,
-    cls_head: Linear,
-    en_fc: Linear,
+}
+
+/// A classifier head: LeakyReLU → Linear. The fused head `en_fc` is the second exported graph.
+#[derive(Module, Debug)]
+pub struct Head {
+    linear: Linear,
     leaky_slope: f64,
-    zoom_inference: bool,
+}
+
+impl Head {
+    /// Logits `[B, K]`.
+    pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+        self.linear.forward(leaky_relu(features, self.leaky_slope))
+    }
 }
 
 /// The projection head `g`: Linear → ReLU → Linear, then L2 normalisation.
@@ -142,29 +167,8 @@ impl Extracted {
     }
 }
 
-impl Cdnet {
-    /// Whether the network has the WSLL attention (and so can zoom).
-    pub fn has_attention(&self) -> bool {
-        self.wsll.is_some()
-    }
-
-    /// Whether inference takes the two-pass centre-zoom path.
-    pub fn zoom_inference(&self) -> bool {
-        self.zoom_inference && self.wsll.is_some()
-    }
-
-    /// The backbone, for loading pretrained weights.
-    pub fn backbone_mut(&mut self) -> &mut EfficientNet {
-        &mut self.backbone
-    }
-
-    /// Replaces the backbone (after loading pretrained weights into it).
-    pub fn with_backbone(mut self, backbone: EfficientNet) -> Self {
-        self.backbone = backbone;
-        self
-    }
-
-    /// The multi-scale feature extractor `f` (+ WSLL): images `[B, 3, N, N]` → feature and attention.
+impl FeatureExtractor {
+    /// Images `[B, 3, N, N]` → feature and attention.
     pub fn extract(&self, images: Tensor<4>) -> Extracted {
         let taps = self.backbone.forward(images);
         let feat7 = self.adapter7.forward(taps.feat7);
@@ -180,6 +184,50 @@ impl Cdnet {
         }
     }
 
+    /// The exported form: feature `[B, D]` and AttS `[B, 1, h, w]` (needs WSLL).
+    pub fn forward(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<4>) {
+        let out = self.extract(images);
+        let attention = out.attention.map(attention_mean).unwrap_or_else(|| {
+            let [b, _] = out.feature.dims();
+            Tensor::zeros([b, 1, 1, 1], &out.feature.device())
+        });
+        (out.feature, attention)
+    }
+}
+
+impl Cdnet {
+    /// Whether the network has the WSLL attention (and so can zoom).
+    pub fn has_attention(&self) -> bool {
+        self.extractor.wsll.is_some()
+    }
+
+    /// Whether inference takes the two-pass centre-zoom path.
+    pub fn zoom_inference(&self) -> bool {
+        self.zoom_inference && self.has_attention()
+    }
+
+    /// Replaces the backbone (after loading pretrained weights into it).
+    pub fn with_backbone(mut self, backbone: EfficientNet) -> Self {
+        self.extractor.backbone = backbone;
+        self
+    }
+
+    /// The feature extractor (the first exported graph).
+    pub fn extractor(&self) -> &FeatureExtractor {
+        &self.extractor
+    }
+
+    /// The head used at inference: `en_fc` for two-pass models, `cls_head` otherwise (the second
+    /// exported graph).
+    pub fn inference_head(&self) -> &Head {
+        if self.zoom_inference() { &self.en_fc } else { &self.cls_head }
+    }
+
+    /// The multi-scale feature extractor `f` (+ WSLL): images `[B, 3, N, N]` → feature and attention.
+    pub fn extract(&self, images: Tensor<4>) -> Extracted {
+        self.extractor.extract(images)
+    }
+
     /// The projection `g` onto the unit hypersphere, `[B, D]` → `[B, P]`.
     pub fn project(&self, feature: Tensor<2>) -> Tensor<2> {
         let z = self.projection.out.forward(relu(self.projection.hidden.forward(feature)));
@@ -189,22 +237,12 @@ impl Cdnet {
 
     /// The per-view classifier (`cls_head`): LeakyReLU → Linear, logits `[B, K]`.
     pub fn classify(&self, feature: Tensor<2>) -> Tensor<2> {
-        self.cls_head.forward(leaky_relu(feature, self.leaky_slope))
-    }
-
-    /// The slope of the heads' LeakyReLU.
-    pub fn leaky_slope(&self) -> f64 {
-        self.leaky_slope
+        self.cls_head.forward(feature)
     }
 
     /// The fused classifier (`en_fc`) on `cat[global, local]`, logits `[B, K]`.
     pub fn fuse(&self, global: Tensor<2>, local: Tensor<2>) -> Tensor<2> {
-        self.fuse_concatenated(Tensor::cat(vec![global, local], 1))
-    }
-
-    /// The fused classifier on an already concatenated `[B, 2D]` feature (the exported head graph).
-    pub fn fuse_concatenated(&self, features: Tensor<2>) -> Tensor<2> {
-        self.en_fc.forward(leaky_relu(features, self.leaky_slope))
+        self.en_fc.forward(Tensor::cat(vec![global, local], 1))
     }
 }
 

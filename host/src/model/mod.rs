@@ -10,5 +10,5 @@ pub mod saved;
 pub mod weights;
 pub mod wsll;
 
-pub use cdnet::{Cdnet, CdnetConfig, Extracted};
+pub use cdnet::{Cdnet, CdnetConfig, Extracted, FeatureExtractor, Head};
 pub use efficientnet::{EfficientNet, EfficientNetConfig};

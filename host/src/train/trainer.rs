@@ -264,6 +264,15 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
     }
     std::fs::create_dir_all(run).with_context(|| format!("cannot create {}", run.display()))?;
     std::fs::write(run.join("config.toml"), config.to_toml()).context("cannot write config.toml")?;
+    // The card must name the command that started the run, not the one that resumed it.
+    let command_path = run.join("command.txt");
+    let (command, resumed_with) = match (options.resume, std::fs::read_to_string(&command_path)) {
+        (true, Ok(original)) => (original.trim().to_string(), Some(options.command.clone())),
+        _ => {
+            std::fs::write(&command_path, &options.command).context("cannot write command.txt")?;
+            (options.command.clone(), None)
+        }
+    };
 
     let data = load(&options.data, &config.data_config())?;
     let batch_size = config.training.batch_size;
@@ -292,7 +301,8 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
         preprocess: PreprocessConfig { input_size: n, crop: data.crop, ..Default::default() },
         center_zoom: config.center_zoom(),
         training: serde_json::json!({
-            "command": options.command,
+            "command": command,
+            "resumed_with": resumed_with,
             "config": config,
             "data": {
                 "root": options.data.display().to_string(),

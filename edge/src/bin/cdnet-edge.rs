@@ -1,0 +1,281 @@
+//! `cdnet-edge`: the bedside runtime. `run` serves a probe, `check` verifies a bundle and
+//! classifies one frame (deployment health check), `render` draws one screen to a PNG.
+
+use anyhow::{Context, Result, bail};
+use cdnet_edge::display::{Display, FramebufferDisplay, NoDisplay, PngDisplay};
+use cdnet_edge::link::SerialLink;
+use cdnet_edge::runner::{EdgeOptions, run, self_test};
+use cdnet_edge::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, render};
+use cdnet_edge::sim::Source;
+use cdnet_shared::CropProfile;
+use cdnet_shared::GrayImage;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// CDNet at the bedside: probe frames in over serial, diagnosis and lesion heatmap on screen.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve a probe: receive frames, classify them, answer the probe and draw the screen.
+    Run(RunArgs),
+    /// Verify a model bundle and classify one frame; prints JSON (deployment health check).
+    Check(CheckArgs),
+    /// Classify one image and draw the screen into a PNG file.
+    Render(RenderArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Model bundle folder (with model.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Serial device of the probe (USB CDC, UART, a udev alias such as /dev/cdnet-probe, or a pty).
+    #[arg(long)]
+    port: PathBuf,
+    /// Baud rate (UARTs only; USB CDC ignores it).
+    #[arg(long, default_value_t = 921_600)]
+    baud: u32,
+    /// Where the screen goes: `fb0` (or a framebuffer path such as /dev/fb1), `png:DIR`, or `none`.
+    #[arg(long, default_value = "fb0")]
+    display: String,
+    /// Screen layout: 800x480 (7" panel) or 320x240 (SPI TFT).
+    #[arg(long, default_value = "800x480")]
+    layout: String,
+    /// Scanner crop as fractions `left,top,right,bottom` (or `full`); default: the bundle's.
+    #[arg(long)]
+    crop_profile: Option<String>,
+    /// Below this top probability the screen says "uncertain — refer"; default: the bundle's.
+    #[arg(long)]
+    refer_threshold: Option<f32>,
+    /// Heatmap opacity at the attention peak, 0…1.
+    #[arg(long, default_value_t = 0.55)]
+    heatmap_opacity: f32,
+    /// Session log folder (append-only JSON lines, fsynced per result, rotated by size).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Rotate the session log at this many MiB.
+    #[arg(long, default_value_t = 16)]
+    log_max_mib: u64,
+    /// Also keep every classified frame (PNG) in the session log.
+    #[arg(long)]
+    log_frames: bool,
+    /// tract threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Stop after this many results (tests, benchmarks).
+    #[arg(long)]
+    max_results: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    max_seconds: Option<f64>,
+    /// Write the run's counters as JSON here on exit.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    /// Model bundle folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Image (PNG/JPEG/DICOM) to classify; default: a phantom frame.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Phantom frame seed when no image is given.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+#[derive(clap::Args, Debug)]
+struct RenderArgs {
+    /// Model bundle folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Image (PNG/JPEG/DICOM) to classify; default: a phantom frame.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Phantom frame seed when no image is given.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Screen layout: 800x480 or 320x240.
+    #[arg(long, default_value = "800x480")]
+    layout: String,
+    /// Heatmap opacity at the attention peak, 0…1.
+    #[arg(long, default_value_t = 0.55)]
+    heatmap_opacity: f32,
+    /// Output PNG.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_layout(text: &str) -> Result<Layout> {
+    Layout::parse(text).with_context(|| format!("unknown layout {text:?}: use 800x480 or 320x240"))
+}
+
+fn parse_crop(text: &str) -> Result<CropProfile> {
+    if text == "full" {
+        return Ok(CropProfile::FULL);
+    }
+    let parts: Vec<f32> =
+        text.split(',').map(|p| p.trim().parse::<f32>()).collect::<Result<_, _>>().with_context(|| {
+            format!("--crop-profile {text:?}: expected four fractions left,top,right,bottom or `full`")
+        })?;
+    let [left, top, right, bottom] = parts[..] else {
+        bail!("--crop-profile {text:?}: expected four fractions left,top,right,bottom, got {}", parts.len());
+    };
+    let crop = CropProfile { left, top, right, bottom };
+    crop.validate().with_context(|| format!("--crop-profile {text:?}"))?;
+    Ok(crop)
+}
+
+fn open_display(spec: &str, layout: Layout) -> Result<Box<dyn Display>> {
+    let size = layout.size();
+    if spec == "none" {
+        return Ok(Box::new(NoDisplay { size }));
+    }
+    if let Some(dir) = spec.strip_prefix("png:") {
+        return Ok(Box::new(PngDisplay::new(PathBuf::from(dir), size, Duration::from_millis(500))?));
+    }
+    let path = if spec.starts_with('/') { PathBuf::from(spec) } else { PathBuf::from("/dev").join(spec) };
+    if !spec.starts_with("fb") && !spec.starts_with('/') {
+        bail!("--display {spec:?}: use fb0 (or a framebuffer path), png:DIR, or none");
+    }
+    Ok(Box::new(FramebufferDisplay::open(path, size)?))
+}
+
+/// The frame `check` and `render` classify: the given image's first frame, or a phantom.
+fn load_frame(image: Option<&PathBuf>, seed: u64) -> Result<(String, u16, u16, Vec<u8>)> {
+    let source = match image {
+        Some(path) => Source::Files(path.clone()),
+        None => Source::Phantom { seed, size: 256, difficulty: 0.5 },
+    };
+    let frame = source.frames(1)?.remove(0);
+    Ok((frame.id, frame.width, frame.height, frame.pixels))
+}
+
+fn command_run(args: RunArgs) -> Result<()> {
+    let layout = parse_layout(&args.layout)?;
+    let crop = args.crop_profile.as_deref().map(parse_crop).transpose()?;
+    let display = open_display(&args.display, layout)?;
+    let options = EdgeOptions {
+        bundle: args.model.clone(),
+        threads: args.threads,
+        crop,
+        refer_threshold: args.refer_threshold,
+        layout,
+        heatmap_opacity: args.heatmap_opacity,
+        log: args.log.clone().map(|dir| (dir, args.log_max_mib.max(1) * 1024 * 1024, args.log_frames)),
+        max_results: args.max_results,
+        quiet_after: Duration::from_secs(3),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // SIGINT/SIGTERM end the run cleanly; the session log is already on disk record by record.
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed)).context("cannot install the signal handler")?;
+    }
+    if let Some(seconds) = args.max_seconds {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(seconds.max(0.0)));
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let link = Arc::new(SerialLink { path: args.port.clone(), baud: args.baud });
+    tracing::info!("serving {} on {}", args.model.display(), args.port.display());
+    let summary = run(&options, link, display, stop)?;
+    let json = serde_json::to_string_pretty(&summary)?;
+    if let Some(path) = &args.summary {
+        std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!(
+        "{} frames, {} results, {} dropped for newer frames, {} packet errors, {} frame errors, {} reconnects, mean latency {:.1} ms, mean draw {:.1} ms",
+        summary.frames,
+        summary.results,
+        summary.dropped,
+        summary.packet_errors,
+        summary.frame_errors,
+        summary.reconnects,
+        summary.mean_latency_ms,
+        summary.mean_draw_ms
+    );
+    Ok(())
+}
+
+fn command_check(args: CheckArgs) -> Result<()> {
+    let (id, width, height, pixels) = load_frame(args.image.as_ref(), args.seed)?;
+    let image = GrayImage::new(width as usize, height as usize, &pixels)?;
+    let start = Instant::now();
+    let (pipeline, inference) = self_test(&args.model, &image)?;
+    let card = &pipeline.bundle().card;
+    let report = serde_json::json!({
+        "ok": true,
+        "model": card.name,
+        "precision": card.precision,
+        "frame": id,
+        "class": inference.class,
+        "label": card.labels.names().get(inference.class),
+        "probabilities": inference.probabilities,
+        "uncertain": inference.uncertain,
+        "zoom_box": inference.zoom_box.map(|b| [b.x0, b.y0, b.x1, b.y1]),
+        "seconds": start.elapsed().as_secs_f64(),
+    });
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn command_render(args: RenderArgs) -> Result<()> {
+    let layout = parse_layout(&args.layout)?;
+    let (_, width, height, pixels) = load_frame(args.image.as_ref(), args.seed)?;
+    let image = GrayImage::new(width as usize, height as usize, &pixels)?;
+    let (pipeline, inference) = self_test(&args.model, &image)?;
+    let card = &pipeline.bundle().card;
+    let state = ScreenState {
+        model: card.name.clone(),
+        labels: (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect(),
+        short_labels: card.labels.names().to_vec(),
+        input_size: card.preprocess.input_size,
+        link: LinkStatus::Receiving,
+        frame: Some(ShownFrame { seq: 0, width: width as usize, height: height as usize, pixels, inference }),
+        fps: 0.0,
+        latency_ms: 0.0,
+        dropped: 0,
+        errors: 0,
+        heatmap_opacity: args.heatmap_opacity.clamp(0.0, 1.0),
+    };
+    let (w, h) = layout.size();
+    let mut canvas = Canvas::new(w, h);
+    render(&mut canvas, &state, layout);
+    PngDisplay::save(&canvas, &args.out)?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run(args) => command_run(args),
+        Command::Check(args) => command_check(args),
+        Command::Render(args) => command_render(args),
+    };
+    if let Err(error) = outcome {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}

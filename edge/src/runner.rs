@@ -1,0 +1,541 @@
+//! The bedside pipeline: receive → infer → send + draw, on separate threads so none blocks another.
+//!
+//! * **receiver**: reads the link, decodes packets, reassembles frames. Each complete frame goes
+//!   into a one-frame slot. If the slot still holds an unprocessed frame, that older frame is
+//!   dropped and counted: when frames arrive faster than inference, the newest wins and no backlog
+//!   builds up. It answers `Hello` with `Ready`, rejects frames whose size differs from the `Hello`,
+//!   and reopens the port whenever it fails (probe unplugged).
+//! * **inference**: takes the newest frame, runs the bundle with tract, and queues the `Result` (or
+//!   an `Error`).
+//! * **writer**: sends queued messages and a heartbeat every second. It stamps each result with
+//!   its latency (last byte received → result sent) and appends it to the session log.
+//! * **display**: redraws the screen about 30 times a second from a copy of the state, so a slow
+//!   panel never holds up the link.
+
+use crate::display::Display;
+use crate::link::{LinkHalves, LinkOpener};
+use crate::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, render};
+use crate::session_log::{LogRecord, SessionLog, now_ms};
+use anyhow::{Context, Result};
+use cdnet_shared::bundle::Bundle;
+use cdnet_shared::postprocess::quantize_heatmap;
+use cdnet_shared::preprocess::input_rect_to_frame;
+use cdnet_shared::protocol::frames::{AssemblyError, Frame, FrameAssembler};
+use cdnet_shared::protocol::{
+    ErrorCode, ErrorReport, FrameDecoder, Heartbeat, InferenceResult, MAX_HEATMAP_CELLS, MAX_WIRE_PACKET, Message,
+    PixelFormat, Ready, ZoomBox, encode_packet_vec, truncated,
+};
+use cdnet_shared::resize::resize_bilinear;
+use cdnet_shared::runtime::{Inference, Pipeline, Threads};
+use cdnet_shared::{CropProfile, GrayImage, Rect};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// Model bundle folder.
+    pub bundle: PathBuf,
+    /// tract threads.
+    pub threads: usize,
+    /// Override the card's device crop (a different scanner).
+    pub crop: Option<CropProfile>,
+    /// Override the card's refer threshold.
+    pub refer_threshold: Option<f32>,
+    /// Screen layout.
+    pub layout: Layout,
+    /// Heatmap opacity at the attention peak.
+    pub heatmap_opacity: f32,
+    /// Session log folder, size limit per file, and whether to keep frames.
+    pub log: Option<(PathBuf, u64, bool)>,
+    /// Stop after this many results (tests, benchmarks); `None` runs until stopped.
+    pub max_results: Option<u64>,
+    /// Silence after which the probe counts as gone.
+    pub quiet_after: Duration,
+}
+
+/// Counters of a run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EdgeSummary {
+    /// Complete frames received.
+    pub frames: u64,
+    /// Results sent.
+    pub results: u64,
+    /// Frames skipped for a newer one.
+    pub dropped: u64,
+    /// Packets rejected (CRC, framing, version, …).
+    pub packet_errors: u64,
+    /// Frames rejected (lost chunk, bad size).
+    pub frame_errors: u64,
+    /// Times the link was reopened.
+    pub reconnects: u64,
+    /// Mean latency, last byte in → result out, milliseconds.
+    pub mean_latency_ms: f64,
+    /// Mean time to render and show one screen, milliseconds.
+    pub mean_draw_ms: f64,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames: AtomicU64,
+    results: AtomicU64,
+    dropped: AtomicU64,
+    packet_errors: AtomicU64,
+    frame_errors: AtomicU64,
+    reconnects: AtomicU64,
+    latency_us_total: AtomicU64,
+    draw_us_total: AtomicU64,
+    draws: AtomicU64,
+}
+
+struct Pending {
+    frame: Frame,
+    received: Instant,
+}
+
+enum Outgoing {
+    Plain(Message<'static>),
+    Result { result: InferenceResult, received: Instant, frame: Option<Arc<Frame>> },
+}
+
+struct Shared {
+    slot: Mutex<Option<Pending>>,
+    wake: Condvar,
+    screen: Mutex<ScreenState>,
+    counters: Counters,
+    stop: Arc<AtomicBool>,
+    writer: Mutex<Option<Box<dyn Write + Send>>>,
+    recent: Mutex<VecDeque<Instant>>,
+    max_results: Option<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicked thread must not take the whole device down with a poisoned lock.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Loads and verifies the bundle (a missing or tampered model is an error here, before anything
+/// starts), then runs until `stop` is set or `max_results` results were sent.
+pub fn run(
+    options: &EdgeOptions,
+    link: Arc<dyn LinkOpener>,
+    mut display: Box<dyn Display>,
+    stop: Arc<AtomicBool>,
+) -> Result<EdgeSummary> {
+    let mut bundle = Bundle::open(&options.bundle)?;
+    if let Some(crop) = options.crop {
+        crop.validate()?;
+        bundle.card.preprocess.crop = crop;
+    }
+    if let Some(threshold) = options.refer_threshold {
+        bundle.card.refer_threshold = threshold;
+    }
+    let pipeline = Pipeline::load(bundle, Threads(options.threads.max(1)))?;
+    let card = pipeline.bundle().card.clone();
+    let labels: Vec<String> =
+        (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect();
+    let mut log = match &options.log {
+        Some((dir, max, frames)) => Some(SessionLog::open(dir, *max, *frames)?),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        slot: Mutex::new(None),
+        wake: Condvar::new(),
+        screen: Mutex::new(ScreenState {
+            model: card.name.clone(),
+            labels: labels.clone(),
+            short_labels: card.labels.names().to_vec(),
+            input_size: card.preprocess.input_size,
+            link: LinkStatus::Waiting,
+            frame: None,
+            fps: 0.0,
+            latency_ms: 0.0,
+            dropped: 0,
+            errors: 0,
+            heatmap_opacity: options.heatmap_opacity.clamp(0.0, 1.0),
+        }),
+        counters: Counters::default(),
+        stop: stop.clone(),
+        writer: Mutex::new(None),
+        recent: Mutex::new(VecDeque::new()),
+        max_results: options.max_results,
+    });
+    let (outbox, inbox) = channel::<Outgoing>();
+    let ready =
+        Ready { model: truncated(&card.name), classes: card.labels.len() as u8, max_packet: MAX_WIRE_PACKET as u32 };
+
+    let receiver = {
+        let shared = shared.clone();
+        let outbox = outbox.clone();
+        let quiet = options.quiet_after;
+        thread::Builder::new()
+            .name("receiver".into())
+            .spawn(move || receive(&shared, link.as_ref(), &outbox, &ready, quiet))?
+    };
+    let writer = {
+        let shared = shared.clone();
+        let model = card.name.clone();
+        let names: Vec<String> = card.labels.names().to_vec();
+        thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || write_out(&shared, inbox, &mut log, &model, &names))?
+    };
+    let drawer = {
+        let shared = shared.clone();
+        let layout = options.layout;
+        thread::Builder::new().name("display".into()).spawn(move || {
+            let (w, h) = display.size();
+            let mut canvas = Canvas::new(w, h);
+            while !shared.stop.load(Ordering::Relaxed) {
+                let state = lock(&shared.screen).clone();
+                let start = Instant::now();
+                render(&mut canvas, &state, layout);
+                if let Err(e) = display.show(&canvas) {
+                    tracing::warn!("display: {e:#}");
+                }
+                shared.counters.draw_us_total.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+                shared.counters.draws.fetch_add(1, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(33));
+            }
+            // Leave the last state on screen.
+            let state = lock(&shared.screen).clone();
+            render(&mut canvas, &state, layout);
+            if let Err(e) = display.finish(&canvas) {
+                tracing::warn!("display: {e:#}");
+            }
+        })?
+    };
+
+    // Inference runs on this thread.
+    let logging_frames = options.log.as_ref().is_some_and(|(_, _, frames)| *frames);
+    while !stop.load(Ordering::Relaxed) {
+        let pending = {
+            let mut slot = lock(&shared.slot);
+            while slot.is_none() && !stop.load(Ordering::Relaxed) {
+                slot = shared.wake.wait_timeout(slot, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            slot.take()
+        };
+        let Some(Pending { frame, received }) = pending else { break };
+        let seq = frame.seq;
+        let outcome = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels)
+            .map_err(|e| (ErrorCode::BadFrameGeometry, e.to_string()))
+            .and_then(|image| pipeline.infer_image(&image).map_err(|e| (ErrorCode::InferenceFailed, e.to_string())));
+        match outcome {
+            Ok(inference) => {
+                let result = to_message(seq, &inference, card.preprocess.input_size);
+                let frame = Arc::new(frame);
+                let _ =
+                    outbox.send(Outgoing::Result { result, received, frame: logging_frames.then(|| frame.clone()) });
+                let mut screen = lock(&shared.screen);
+                screen.frame = Some(ShownFrame {
+                    seq,
+                    width: frame.width as usize,
+                    height: frame.height as usize,
+                    pixels: frame.pixels.clone(),
+                    inference,
+                });
+            }
+            Err((code, detail)) => {
+                tracing::warn!("frame {seq}: {detail}");
+                shared.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
+                let _ = outbox.send(Outgoing::Plain(Message::Error(ErrorReport::new(Some(seq), code, &detail))));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(outbox);
+    let _ = receiver.join();
+    let _ = writer.join();
+    let _ = drawer.join();
+    let c = &shared.counters;
+    let results = c.results.load(Ordering::Relaxed);
+    let draws = c.draws.load(Ordering::Relaxed);
+    Ok(EdgeSummary {
+        frames: c.frames.load(Ordering::Relaxed),
+        results,
+        dropped: c.dropped.load(Ordering::Relaxed),
+        packet_errors: c.packet_errors.load(Ordering::Relaxed),
+        frame_errors: c.frame_errors.load(Ordering::Relaxed),
+        reconnects: c.reconnects.load(Ordering::Relaxed),
+        mean_latency_ms: if results == 0 {
+            0.0
+        } else {
+            c.latency_us_total.load(Ordering::Relaxed) as f64 / results as f64 / 1000.0
+        },
+        mean_draw_ms: if draws == 0 {
+            0.0
+        } else {
+            c.draw_us_total.load(Ordering::Relaxed) as f64 / draws as f64 / 1000.0
+        },
+    })
+}
+
+/// The protocol message for an inference: the zoom box mapped back onto the frame, the attention
+/// as heatmap bytes (at most 16 × 16).
+pub fn to_message(seq: u32, inference: &Inference, input_size: usize) -> InferenceResult {
+    let side = inference.attention_side;
+    let cells = side.min(16);
+    let mut map = inference.attention.clone();
+    if cells != side {
+        let mut small = vec![0.0; cells * cells];
+        if resize_bilinear(&inference.attention, side, side, Rect::full(side, side), &mut small, cells, cells).is_ok() {
+            map = small;
+        }
+    }
+    let mut heat = vec![0u8; map.len()];
+    quantize_heatmap(&map, &mut heat);
+    let zoom_box =
+        inference.zoom_box.map(|b| input_rect_to_frame(b, inference.crop, input_size)).unwrap_or(inference.crop);
+    let clamp = |v: usize| v.min(u16::MAX as usize) as u16;
+    InferenceResult {
+        seq,
+        class_index: inference.class as u8,
+        // A label set has at most MAX_CLASSES entries, so this always fits.
+        probabilities: heapless::Vec::from_slice(&inference.probabilities).unwrap_or_default(),
+        uncertain: inference.uncertain,
+        zoom_box: ZoomBox {
+            x0: clamp(zoom_box.x0),
+            y0: clamp(zoom_box.y0),
+            x1: clamp(zoom_box.x1),
+            y1: clamp(zoom_box.y1),
+        },
+        heatmap_width: cells as u8,
+        heatmap_height: cells as u8,
+        heatmap: heapless::Vec::from_slice(&heat[..heat.len().min(MAX_HEATMAP_CELLS)]).unwrap_or_default(),
+        latency_us: 0,
+    }
+}
+
+fn set_link(shared: &Shared, status: LinkStatus) {
+    let mut screen = lock(&shared.screen);
+    if screen.link != status {
+        tracing::info!("probe link: {status:?}");
+        screen.link = status;
+    }
+}
+
+fn receive(shared: &Shared, link: &dyn LinkOpener, outbox: &Sender<Outgoing>, ready: &Ready, quiet: Duration) {
+    let mut decoder = Box::new(FrameDecoder::<MAX_WIRE_PACKET>::new());
+    let mut assembler = FrameAssembler::new();
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut opened_before = false;
+    let mut last_open_error: Option<String> = None;
+    let mut counted_packet_errors = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let LinkHalves { mut reader, writer } = match link.open() {
+            Ok(halves) => halves,
+            Err(e) => {
+                let message = e.to_string();
+                if last_open_error.as_deref() != Some(message.as_str()) {
+                    tracing::warn!("cannot open the probe link ({message}); retrying every 250 ms");
+                    last_open_error = Some(message);
+                }
+                set_link(shared, if opened_before { LinkStatus::Lost(e.to_string()) } else { LinkStatus::Waiting });
+                thread::sleep(Duration::from_millis(250));
+                continue;
+            }
+        };
+        if opened_before {
+            shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        opened_before = true;
+        last_open_error = None;
+        tracing::info!("probe link open: {}", link.describe());
+        *lock(&shared.writer) = Some(writer);
+        decoder.reset();
+        let mut expected: Option<(u16, u16)> = None;
+        let mut rejected_seq: Option<u32> = None;
+        let mut last_heard: Option<Instant> = None;
+        set_link(shared, LinkStatus::Waiting);
+        while !shared.stop.load(Ordering::Relaxed) {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => {
+                    set_link(shared, LinkStatus::Lost("port closed".into()));
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                    if last_heard.is_some_and(|t| t.elapsed() > quiet) {
+                        set_link(shared, LinkStatus::Waiting);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    set_link(shared, LinkStatus::Lost(e.to_string()));
+                    break;
+                }
+            };
+            last_heard = Some(Instant::now());
+            let mut rest = &buffer[..n];
+            while !rest.is_empty() {
+                let (used, event) = decoder.feed(rest);
+                rest = &rest[used..];
+                match event {
+                    Some(Ok(Message::Hello(hello))) => {
+                        expected = Some((hello.frame_width, hello.frame_height));
+                        if hello.pixel_format != PixelFormat::Gray8 {
+                            let report = ErrorReport::new(
+                                None,
+                                ErrorCode::UnsupportedPixelFormat,
+                                "only Gray8 frames are supported",
+                            );
+                            let _ = outbox.send(Outgoing::Plain(Message::Error(report)));
+                        }
+                        let _ = outbox.send(Outgoing::Plain(Message::Ready(ready.clone())));
+                        set_link(shared, LinkStatus::Receiving);
+                    }
+                    Some(Ok(Message::FrameChunk(chunk))) => {
+                        if expected.is_some_and(|e| e != (chunk.width, chunk.height)) {
+                            if rejected_seq != Some(chunk.seq) {
+                                rejected_seq = Some(chunk.seq);
+                                shared.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
+                                let (w, h) = expected.unwrap_or_default();
+                                let detail =
+                                    format!("frame is {}x{}, the probe announced {w}x{h}", chunk.width, chunk.height);
+                                let report = ErrorReport::new(Some(chunk.seq), ErrorCode::BadFrameGeometry, &detail);
+                                let _ = outbox.send(Outgoing::Plain(Message::Error(report)));
+                            }
+                            continue;
+                        }
+                        match assembler.push(&chunk) {
+                            Ok(Some(frame)) => {
+                                shared.counters.frames.fetch_add(1, Ordering::Relaxed);
+                                set_link(shared, LinkStatus::Receiving);
+                                let mut slot = lock(&shared.slot);
+                                if slot.replace(Pending { frame, received: Instant::now() }).is_some() {
+                                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                                drop(slot);
+                                shared.wake.notify_one();
+                            }
+                            Ok(None) => {}
+                            Err(error) => {
+                                shared.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
+                                let (seq, code) = match error {
+                                    AssemblyError::Geometry { seq, .. } => (seq, ErrorCode::BadFrameGeometry),
+                                    AssemblyError::OutOfOrder { seq, .. } | AssemblyError::Overrun { seq, .. } => {
+                                        (seq, ErrorCode::ChunkOutOfOrder)
+                                    }
+                                };
+                                if rejected_seq != Some(seq) {
+                                    rejected_seq = Some(seq);
+                                    let report = ErrorReport::new(Some(seq), code, &error.to_string());
+                                    let _ = outbox.send(Outgoing::Plain(Message::Error(report)));
+                                }
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Error(report))) => {
+                        tracing::warn!("probe reports {:?}: {}", report.code, report.detail)
+                    }
+                    Some(Ok(_)) | None => {}
+                    Some(Err(_)) => {}
+                }
+            }
+            let errors = decoder.stats().errors();
+            if errors > counted_packet_errors {
+                shared.counters.packet_errors.fetch_add(errors - counted_packet_errors, Ordering::Relaxed);
+                counted_packet_errors = errors;
+            }
+            let mut screen = lock(&shared.screen);
+            screen.errors = shared.counters.packet_errors.load(Ordering::Relaxed)
+                + shared.counters.frame_errors.load(Ordering::Relaxed);
+            screen.dropped = shared.counters.dropped.load(Ordering::Relaxed);
+        }
+        *lock(&shared.writer) = None;
+    }
+}
+
+fn send(shared: &Shared, message: &Message<'_>) -> bool {
+    let Ok(bytes) = encode_packet_vec(message) else { return false };
+    match lock(&shared.writer).as_mut() {
+        // A failed write means the probe is gone; the receiver notices and reconnects.
+        Some(writer) => writer.write_all(&bytes).and_then(|_| writer.flush()).is_ok(),
+        None => false,
+    }
+}
+
+fn write_out(shared: &Shared, inbox: Receiver<Outgoing>, log: &mut Option<SessionLog>, model: &str, names: &[String]) {
+    let started = Instant::now();
+    let mut last_heartbeat = Instant::now();
+    loop {
+        if last_heartbeat.elapsed() >= Duration::from_secs(1) {
+            last_heartbeat = Instant::now();
+            send(shared, &Message::Heartbeat(Heartbeat { uptime_ms: started.elapsed().as_millis() as u32 }));
+        }
+        let item = match inbox.recv_timeout(Duration::from_millis(200)) {
+            Ok(item) => item,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match item {
+            Outgoing::Plain(message) => {
+                send(shared, &message);
+            }
+            Outgoing::Result { mut result, received, frame } => {
+                let latency = received.elapsed();
+                result.latency_us = latency.as_micros().min(u32::MAX as u128) as u32;
+                send(shared, &Message::Result(result.clone()));
+                let c = &shared.counters;
+                let results = c.results.fetch_add(1, Ordering::Relaxed) + 1;
+                c.latency_us_total.fetch_add(result.latency_us as u64, Ordering::Relaxed);
+                let fps = {
+                    let mut recent = lock(&shared.recent);
+                    recent.push_back(Instant::now());
+                    while recent.len() > 20 || recent.front().is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+                        recent.pop_front();
+                    }
+                    match (recent.front(), recent.back()) {
+                        (Some(a), Some(b)) if recent.len() > 1 => {
+                            (recent.len() - 1) as f32 / (*b - *a).as_secs_f32().max(1e-3)
+                        }
+                        _ => 0.0,
+                    }
+                };
+                {
+                    let mut screen = lock(&shared.screen);
+                    screen.latency_ms = latency.as_secs_f32() * 1000.0;
+                    screen.fps = fps;
+                }
+                if let Some(log) = log.as_mut() {
+                    let record = LogRecord {
+                        time_ms: now_ms(),
+                        seq: result.seq,
+                        class: names.get(result.class_index as usize).map_or("?", String::as_str),
+                        probabilities: &result.probabilities,
+                        uncertain: result.uncertain,
+                        zoom_box: Some([
+                            result.zoom_box.x0,
+                            result.zoom_box.y0,
+                            result.zoom_box.x1,
+                            result.zoom_box.y1,
+                        ]),
+                        latency_ms: latency.as_secs_f32() * 1000.0,
+                        model,
+                    };
+                    let pixels = frame.as_ref().map(|f| (&f.pixels[..], f.width as u32, f.height as u32));
+                    if let Err(e) = log.append(&record, pixels) {
+                        tracing::error!("session log: {e:#}");
+                    }
+                }
+                if shared.max_results.is_some_and(|max| results >= max) {
+                    shared.stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Result of `check`: bundle verified and one frame classified.
+pub fn self_test(bundle: &std::path::Path, image: &GrayImage<'_>) -> Result<(Pipeline, Inference)> {
+    let pipeline = Pipeline::load(Bundle::open(bundle)?, Threads(1)).context("the bundle does not load")?;
+    let inference = pipeline.infer_image(image)?;
+    Ok((pipeline, inference))
+}

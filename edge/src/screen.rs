@@ -1,0 +1,322 @@
+//! The bedside screen: what it shows and how it is drawn (embedded-graphics).
+//!
+//! One renderer serves every display: it draws into a [`Canvas`] (an embedded-graphics
+//! `DrawTarget` over an RGB buffer), which a [`crate::display::Display`] then shows on a Linux
+//! framebuffer, writes as a PNG, or drops. Layouts exist for an 800×480 panel (7" HDMI/DSI) and a
+//! 320×240 SPI TFT.
+
+use cdnet_shared::Rect;
+use cdnet_shared::postprocess::{heat_colour, quantize_heatmap};
+use cdnet_shared::resize::resize_bilinear;
+use cdnet_shared::runtime::Inference;
+use embedded_graphics::mono_font::MonoTextStyle;
+use embedded_graphics::mono_font::ascii::{FONT_6X10, FONT_10X20};
+use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
+use embedded_graphics::text::{Baseline, Text};
+use std::convert::Infallible;
+
+/// An RGB frame buffer that embedded-graphics draws into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canvas {
+    width: u32,
+    height: u32,
+    rgb: Vec<u8>,
+}
+
+impl Canvas {
+    /// A black canvas.
+    pub fn new(width: u32, height: u32) -> Self {
+        Canvas { width, height, rgb: vec![0; (width * height * 3) as usize] }
+    }
+
+    /// Width.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Row-major RGB bytes.
+    pub fn rgb(&self) -> &[u8] {
+        &self.rgb
+    }
+
+    /// The colour at `(x, y)`.
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let o = ((y * self.width + x) * 3) as usize;
+        [self.rgb[o], self.rgb[o + 1], self.rgb[o + 2]]
+    }
+
+    fn put(&mut self, x: i32, y: i32, c: [u8; 3]) {
+        if x >= 0 && y >= 0 && (x as u32) < self.width && (y as u32) < self.height {
+            let o = ((y as u32 * self.width + x as u32) * 3) as usize;
+            self.rgb[o..o + 3].copy_from_slice(&c);
+        }
+    }
+}
+
+impl OriginDimensions for Canvas {
+    fn size(&self) -> Size {
+        Size::new(self.width, self.height)
+    }
+}
+
+impl DrawTarget for Canvas {
+    type Color = Rgb888;
+    type Error = Infallible;
+
+    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Infallible>
+    where
+        I: IntoIterator<Item = Pixel<Rgb888>>,
+    {
+        for Pixel(p, c) in pixels {
+            self.put(p.x, p.y, [c.r(), c.g(), c.b()]);
+        }
+        Ok(())
+    }
+}
+
+/// Screen geometry and fonts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// 800 × 480 (7" HDMI/DSI panel).
+    Wide800x480,
+    /// 320 × 240 (SPI TFT).
+    Small320x240,
+}
+
+impl Layout {
+    /// Canvas size.
+    pub fn size(self) -> (u32, u32) {
+        match self {
+            Layout::Wide800x480 => (800, 480),
+            Layout::Small320x240 => (320, 240),
+        }
+    }
+
+    /// Parses `800x480` or `320x240`.
+    pub fn parse(text: &str) -> Option<Layout> {
+        match text {
+            "800x480" => Some(Layout::Wide800x480),
+            "320x240" => Some(Layout::Small320x240),
+            _ => None,
+        }
+    }
+
+    /// Where the B-scan goes: a square `(x, y, side)`.
+    pub fn image_panel(self) -> (i32, i32, u32) {
+        match self {
+            Layout::Wide800x480 => (10, 10, 460),
+            Layout::Small320x240 => (4, 22, 196),
+        }
+    }
+}
+
+/// State of the probe link as the screen reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkStatus {
+    /// No probe on the port (or it has gone quiet).
+    Waiting,
+    /// Frames are arriving.
+    Receiving,
+    /// The port failed; retrying.
+    Lost(String),
+}
+
+/// The frame on screen with what the network said about it.
+#[derive(Debug, Clone)]
+pub struct ShownFrame {
+    /// Frame sequence number.
+    pub seq: u32,
+    /// Frame width.
+    pub width: usize,
+    /// Frame height.
+    pub height: usize,
+    /// The frame's 8-bit pixels.
+    pub pixels: Vec<u8>,
+    /// The diagnosis.
+    pub inference: Inference,
+}
+
+/// Everything the screen shows.
+#[derive(Debug, Clone)]
+pub struct ScreenState {
+    /// Model bundle name.
+    pub model: String,
+    /// Display names of the classes.
+    pub labels: Vec<String>,
+    /// Short class names for the per-class bars (`IOT`, `RD`, …).
+    pub short_labels: Vec<String>,
+    /// Network input side (zoom box coordinates).
+    pub input_size: usize,
+    /// Probe link.
+    pub link: LinkStatus,
+    /// Latest diagnosed frame.
+    pub frame: Option<ShownFrame>,
+    /// Results per second over the last few seconds.
+    pub fps: f32,
+    /// Latency of the latest result, last byte in → result out, milliseconds.
+    pub latency_ms: f32,
+    /// Frames skipped because newer ones arrived while busy.
+    pub dropped: u64,
+    /// Rejected packets and frames.
+    pub errors: u64,
+    /// Heatmap opacity at the attention peak (0…1).
+    pub heatmap_opacity: f32,
+}
+
+const BACKGROUND: [u8; 3] = [18, 20, 26];
+/// Text of a confident diagnosis.
+pub const TEXT: Rgb888 = Rgb888::new(235, 235, 235);
+const DIM: Rgb888 = Rgb888::new(150, 155, 165);
+/// Uncertain diagnosis, "refer" banner, waiting link.
+pub const AMBER: Rgb888 = Rgb888::new(255, 176, 0);
+/// Link up.
+pub const GREEN: Rgb888 = Rgb888::new(60, 200, 90);
+/// Link lost.
+pub const RED: Rgb888 = Rgb888::new(230, 60, 50);
+/// The zoom-box colour.
+pub const BOX: Rgb888 = Rgb888::new(255, 230, 40);
+const BAR: Rgb888 = Rgb888::new(70, 140, 230);
+
+fn text(canvas: &mut Canvas, s: &str, x: i32, y: i32, style: MonoTextStyle<'_, Rgb888>) {
+    // Drawing into a canvas cannot fail (Infallible).
+    let _ = Text::with_baseline(s, Point::new(x, y), style, Baseline::Top).draw(canvas);
+}
+
+fn fill(canvas: &mut Canvas, x: i32, y: i32, w: u32, h: u32, c: Rgb888) {
+    let _ = Rectangle::new(Point::new(x, y), Size::new(w, h)).into_styled(PrimitiveStyle::with_fill(c)).draw(canvas);
+}
+
+/// Draws the B-scan (the device-crop area the network saw), the heatmap and the zoom box.
+fn draw_frame(canvas: &mut Canvas, frame: &ShownFrame, state: &ScreenState, layout: Layout) {
+    let (px, py, side) = layout.image_panel();
+    let side = side as usize;
+    let inference = &frame.inference;
+    let mut gray = vec![0.0f32; side * side];
+    // Shapes come from a frame the pipeline accepted; a failure leaves the panel black.
+    let _ = resize_bilinear(&frame.pixels, frame.width, frame.height, inference.crop, &mut gray, side, side);
+    let a = inference.attention_side;
+    let mut heat = vec![0u8; side * side];
+    if a > 0 {
+        let mut up = vec![0.0f32; side * side];
+        if resize_bilinear(&inference.attention, a, a, Rect::full(a, a), &mut up, side, side).is_ok() {
+            quantize_heatmap(&up, &mut heat);
+        }
+    }
+    for y in 0..side {
+        for x in 0..side {
+            let g = gray[y * side + x].clamp(0.0, 255.0);
+            let h = heat[y * side + x];
+            let colour = heat_colour(h);
+            // Opacity follows the attention, so quiet regions stay readable.
+            let alpha = state.heatmap_opacity * h as f32 / 255.0;
+            let blend = |c: u8| (g * (1.0 - alpha) + c as f32 * alpha) as u8;
+            canvas.put(px + x as i32, py + y as i32, [blend(colour[0]), blend(colour[1]), blend(colour[2])]);
+        }
+    }
+    if let Some(b) = inference.zoom_box {
+        let scale = side as f32 / state.input_size as f32;
+        let (x0, y0) = (px + (b.x0 as f32 * scale) as i32, py + (b.y0 as f32 * scale) as i32);
+        let (w, h) = ((b.width() as f32 * scale) as u32, (b.height() as f32 * scale) as u32);
+        let _ = Rectangle::new(Point::new(x0, y0), Size::new(w.max(1), h.max(1)))
+            .into_styled(PrimitiveStyle::with_stroke(BOX, 2))
+            .draw(canvas);
+    }
+}
+
+/// Renders the whole screen.
+pub fn render(canvas: &mut Canvas, state: &ScreenState, layout: Layout) {
+    for chunk in canvas.rgb.chunks_exact_mut(3) {
+        chunk.copy_from_slice(&BACKGROUND);
+    }
+    let (px, py, side) = layout.image_panel();
+    let small = MonoTextStyle::new(&FONT_6X10, DIM);
+    let (big_font, mid_font) = match layout {
+        Layout::Wide800x480 => (&profont::PROFONT_24_POINT, &FONT_10X20),
+        Layout::Small320x240 => (&FONT_10X20, &FONT_6X10),
+    };
+    fill(canvas, px - 1, py - 1, side + 2, side + 2, Rgb888::new(45, 48, 58));
+    fill(canvas, px, py, side, side, Rgb888::BLACK);
+    let x = px
+        + side as i32
+        + match layout {
+            Layout::Wide800x480 => 20,
+            Layout::Small320x240 => 6,
+        };
+    let right = canvas.width as i32 - 8;
+    match &state.frame {
+        None => {
+            let msg = match &state.link {
+                LinkStatus::Lost(_) => "probe disconnected",
+                _ => "waiting for probe...",
+            };
+            text(canvas, msg, px + 10, py + side as i32 / 2 - 10, MonoTextStyle::new(mid_font, AMBER));
+        }
+        Some(frame) => {
+            draw_frame(canvas, frame, state, layout);
+            let inference = &frame.inference;
+            let class = state.labels.get(inference.class).map_or("?", String::as_str);
+            let colour = if inference.uncertain { AMBER } else { TEXT };
+            let mut y = py;
+            text(canvas, class, x, y, MonoTextStyle::new(big_font, colour));
+            y += big_font.character_size.height as i32 + 4;
+            text(canvas, &format!("{:.0} %", 100.0 * inference.confidence), x, y, MonoTextStyle::new(mid_font, colour));
+            y += mid_font.character_size.height as i32 + 6;
+            if inference.uncertain {
+                let h = mid_font.character_size.height + 8;
+                fill(canvas, x, y, (right - x) as u32, h, AMBER);
+                text(canvas, "UNCERTAIN - REFER", x + 4, y + 4, MonoTextStyle::new(mid_font, Rgb888::BLACK));
+                y += h as i32 + 8;
+            }
+            // One bar per class.
+            let row = match layout {
+                Layout::Wide800x480 => 30,
+                Layout::Small320x240 => 16,
+            };
+            let label_font = match layout {
+                Layout::Wide800x480 => &FONT_10X20,
+                Layout::Small320x240 => &FONT_6X10,
+            };
+            let label_width = label_font.character_size.width as i32 * 7;
+            for (i, p) in inference.probabilities.iter().enumerate() {
+                let name: String = state.short_labels.get(i).map_or("?".into(), |l| l.chars().take(6).collect());
+                let style = MonoTextStyle::new(label_font, if i == inference.class { TEXT } else { DIM });
+                text(canvas, &name, x, y, style);
+                let bar_x = x + label_width;
+                let bar_w = (right - bar_x - label_font.character_size.width as i32 * 5).max(10);
+                fill(canvas, bar_x, y + 2, bar_w as u32, (row - 8) as u32, Rgb888::new(40, 44, 54));
+                fill(canvas, bar_x, y + 2, ((bar_w as f32 * p.clamp(0.0, 1.0)) as u32).max(1), (row - 8) as u32, BAR);
+                text(canvas, &format!("{:>3.0}%", 100.0 * p), bar_x + bar_w + 4, y, style);
+                y += row;
+            }
+        }
+    }
+    // Status line: link, rate, latency, counters, model.
+    let status_y = canvas.height as i32 - 16;
+    let (dot, status) = match &state.link {
+        LinkStatus::Receiving => (GREEN, "receiving".to_string()),
+        LinkStatus::Waiting => (AMBER, "waiting for probe".to_string()),
+        LinkStatus::Lost(why) => (RED, format!("link lost: {why}")),
+    };
+    let _ = Circle::new(Point::new(x, status_y), 9).into_styled(PrimitiveStyle::with_fill(dot)).draw(canvas);
+    text(canvas, &status, x + 14, status_y, MonoTextStyle::new(&FONT_6X10, TEXT));
+    let stats =
+        format!("{:.1} fps  {:.0} ms  drop {}  err {}", state.fps, state.latency_ms, state.dropped, state.errors);
+    let stats_y = status_y - 14;
+    text(canvas, &stats, x, stats_y, small);
+    let model_y = match layout {
+        Layout::Wide800x480 => stats_y - 14,
+        Layout::Small320x240 => 4,
+    };
+    let model_x = match layout {
+        Layout::Wide800x480 => x,
+        Layout::Small320x240 => px,
+    };
+    text(canvas, &format!("model {}", state.model), model_x, model_y, small);
+}

@@ -1,0 +1,495 @@
+//! `cdnet-probe-sim`: a B-scan probe in software. It speaks the whole protocol over a serial port
+//! (or a pseudo-terminal it creates), streams frames from the phantom generator, an image folder or
+//! a DICOM file, prints the results it gets back, and can inject faults: bit flips, dropped bytes,
+//! and an unplug.
+
+use crate::link::{LinkHalves, LinkOpener};
+use anyhow::{Context, Result, bail};
+use cdnet_shared::Rect;
+use cdnet_shared::imageio::{file_kind, read_gray_frames};
+use cdnet_shared::phantom::{PhantomClass, PhantomConfig, image_seed, render};
+use cdnet_shared::protocol::frames::frame_chunks;
+use cdnet_shared::protocol::{
+    ErrorReport, FrameDecoder, Hello, InferenceResult, Message, PixelFormat, Ready, encode_packet_vec, truncated,
+};
+use cdnet_shared::resize::resize_bilinear;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Where frames come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The phantom generator: classes in turn, from `seed`.
+    Phantom {
+        /// Base seed.
+        seed: u64,
+        /// Image side.
+        size: usize,
+        /// Difficulty 0…1.
+        difficulty: f32,
+    },
+    /// Image files (a folder, searched recursively, or one file; DICOM frames are all used).
+    Files(PathBuf),
+}
+
+/// One frame to send: its pixels and where it came from.
+#[derive(Debug, Clone)]
+pub struct SourceFrame {
+    /// Name (file, or phantom class and index).
+    pub id: String,
+    /// Width.
+    pub width: u16,
+    /// Height.
+    pub height: u16,
+    /// 8-bit gray pixels.
+    pub pixels: Vec<u8>,
+    /// Class index of a phantom frame.
+    pub class: Option<usize>,
+}
+
+impl Source {
+    /// Parses `phantom`, `phantom:SEED` or a path.
+    pub fn parse(text: &str) -> Source {
+        match text.strip_prefix("phantom") {
+            Some("") => Source::Phantom { seed: 0, size: 256, difficulty: 0.5 },
+            Some(rest) if rest.starts_with(':') => {
+                Source::Phantom { seed: rest[1..].parse().unwrap_or(0), size: 256, difficulty: 0.5 }
+            }
+            _ => Source::Files(PathBuf::from(text)),
+        }
+    }
+
+    /// The first `count` frames (files repeat when there are fewer).
+    pub fn frames(&self, count: usize) -> Result<Vec<SourceFrame>> {
+        match self {
+            Source::Phantom { seed, size, difficulty } => Ok((0..count)
+                .map(|i| {
+                    let class = PhantomClass::ALL[i % PhantomClass::ALL.len()];
+                    let index = i / PhantomClass::ALL.len();
+                    let image = render(
+                        class,
+                        image_seed(*seed, 2, class, index),
+                        &PhantomConfig { size: *size, difficulty: *difficulty },
+                    );
+                    SourceFrame {
+                        id: format!("phantom {} #{index}", class.label()),
+                        width: *size as u16,
+                        height: *size as u16,
+                        pixels: image.pixels,
+                        class: Some(class.index()),
+                    }
+                })
+                .collect()),
+            Source::Files(path) => {
+                let files: Vec<PathBuf> = if path.is_dir() {
+                    let mut files: Vec<PathBuf> = walk(path)?.into_iter().filter(|p| file_kind(p).is_some()).collect();
+                    files.sort();
+                    files
+                } else {
+                    vec![path.clone()]
+                };
+                let mut frames = Vec::new();
+                for file in &files {
+                    for (k, frame) in read_gray_frames(file)?.into_iter().enumerate() {
+                        frames.push(SourceFrame {
+                            id: format!("{}#{k}", file.display()),
+                            width: u16::try_from(frame.width).context("frame too wide")?,
+                            height: u16::try_from(frame.height).context("frame too tall")?,
+                            pixels: frame.pixels,
+                            class: None,
+                        });
+                    }
+                }
+                if frames.is_empty() {
+                    bail!("no images found in {}", path.display());
+                }
+                Ok((0..count).map(|i| frames[i % frames.len()].clone()).collect())
+            }
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "masks") {
+                continue;
+            }
+            out.extend(walk(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// Resizes a frame to `width × height` (the probe's output resolution).
+pub fn resized(frame: &SourceFrame, width: u16, height: u16) -> SourceFrame {
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let mut out = vec![0.0f32; width as usize * height as usize];
+    // Both sizes are non-zero, so the resize cannot fail.
+    let _ = resize_bilinear(&frame.pixels, w, h, Rect::full(w, h), &mut out, width as usize, height as usize);
+    SourceFrame {
+        pixels: out.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect(),
+        width,
+        height,
+        ..frame.clone()
+    }
+}
+
+/// Fault injection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Probability that any given bit is flipped.
+    pub bit_error_rate: f64,
+    /// Probability that any given byte is lost.
+    pub drop_rate: f64,
+}
+
+/// How to stream.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Frames to send.
+    pub frames: Vec<SourceFrame>,
+    /// Frames per second (0 = as fast as the link takes them).
+    pub rate_hz: f64,
+    /// Chunk payload size.
+    pub chunk: usize,
+    /// Faults.
+    pub faults: Faults,
+    /// Wait for each frame's result (or error) before sending the next.
+    pub lockstep: bool,
+    /// How long to wait for a reply in lockstep mode.
+    pub reply_timeout: Duration,
+    /// After this many frames, unplug (see [`Unplug`]).
+    pub unplug_after: Option<usize>,
+    /// Seed of the fault injection.
+    pub seed: u64,
+    /// Print each result.
+    pub verbose: bool,
+    /// Repeat the greeting until the edge answers `Ready`, for at most this long.
+    pub wait_ready: Duration,
+}
+
+/// What happened to one frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct SentFrame {
+    /// Sequence number.
+    pub seq: u32,
+    /// Source name.
+    pub id: String,
+    /// No byte of it was corrupted or dropped.
+    pub intact: bool,
+    /// Phantom class, when known.
+    pub class: Option<usize>,
+}
+
+/// Everything the simulator saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimReport {
+    /// Frames sent.
+    pub sent: Vec<SentFrame>,
+    /// Results received.
+    pub results: Vec<ResultLine>,
+    /// Errors received.
+    pub errors: Vec<String>,
+    /// The edge's `Ready`, if any.
+    pub ready: Option<String>,
+    /// Packets the simulator could not decode (bad CRC etc.).
+    pub decode_errors: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// One result, flattened for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultLine {
+    /// Frame.
+    pub seq: u32,
+    /// Class index.
+    pub class: usize,
+    /// Probabilities.
+    pub probabilities: Vec<f32>,
+    /// Uncertain flag.
+    pub uncertain: bool,
+    /// Latency reported by the edge, ms.
+    pub latency_ms: f64,
+}
+
+/// What to do on unplug: close the link, wait, reopen.
+pub trait Unplug {
+    /// Closes the current link and opens a new one after `pause`.
+    fn replug(&mut self, pause: Duration) -> Result<LinkHalves>;
+}
+
+enum Reply {
+    Ready(Ready),
+    Result(InferenceResult),
+    Error(ErrorReport),
+    DecodeErrors(u64),
+}
+
+/// Reads replies until the link closes or `stop` is set (which releases the port).
+fn spawn_reader(mut reader: Box<dyn Read + Send>, stop: Arc<AtomicBool>) -> Receiver<Reply> {
+    let (tx, rx) = channel();
+    thread::spawn(move || {
+        let mut decoder = Box::new(FrameDecoder::<4096>::new());
+        let mut buffer = [0u8; 4096];
+        let mut reported = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                    continue;
+                }
+                Err(_) => return,
+            };
+            let mut rest = &buffer[..n];
+            while !rest.is_empty() {
+                let (used, event) = decoder.feed(rest);
+                rest = &rest[used..];
+                let reply = match event {
+                    Some(Ok(Message::Ready(r))) => Some(Reply::Ready(r)),
+                    Some(Ok(Message::Result(r))) => Some(Reply::Result(r)),
+                    Some(Ok(Message::Error(e))) => Some(Reply::Error(e)),
+                    _ => None,
+                };
+                if let Some(reply) = reply
+                    && tx.send(reply).is_err()
+                {
+                    return;
+                }
+            }
+            let errors = decoder.stats().errors();
+            if errors > reported {
+                reported = errors;
+                let _ = tx.send(Reply::DecodeErrors(errors));
+            }
+        }
+    });
+    rx
+}
+
+/// Applies faults to wire bytes; returns whether they came through intact.
+fn corrupt(bytes: &mut Vec<u8>, faults: Faults, rng: &mut ChaCha8Rng) -> bool {
+    if faults.bit_error_rate <= 0.0 && faults.drop_rate <= 0.0 {
+        return true;
+    }
+    let mut intact = true;
+    let mut out = Vec::with_capacity(bytes.len());
+    for &b in bytes.iter() {
+        if faults.drop_rate > 0.0 && rng.random::<f64>() < faults.drop_rate {
+            intact = false;
+            continue;
+        }
+        let mut v = b;
+        if faults.bit_error_rate > 0.0 {
+            for bit in 0..8 {
+                if rng.random::<f64>() < faults.bit_error_rate {
+                    v ^= 1 << bit;
+                    intact = false;
+                }
+            }
+        }
+        out.push(v);
+    }
+    *bytes = out;
+    intact
+}
+
+/// Streams the frames over `link` and collects what comes back.
+pub fn simulate(link: LinkHalves, options: &SimOptions, mut unplug: Option<&mut dyn Unplug>) -> Result<SimReport> {
+    let start = Instant::now();
+    let mut report = SimReport::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let mut reader_stop = Arc::new(AtomicBool::new(false));
+    let (mut writer, mut replies) = (link.writer, spawn_reader(link.reader, reader_stop.clone()));
+    let first = options.frames.first().context("no frames to send")?;
+    let hello = |w: u16, h: u16| {
+        Message::Hello(Hello {
+            probe_id: truncated("cdnet-probe-sim"),
+            frame_width: w,
+            frame_height: h,
+            pixel_format: PixelFormat::Gray8,
+            max_chunk: options.chunk as u32,
+        })
+    };
+    let greet = |writer: &mut Box<dyn Write + Send>| -> Result<()> {
+        writer.write_all(&[0])?;
+        writer.write_all(&encode_packet_vec(&hello(first.width, first.height))?)?;
+        writer.flush()?;
+        Ok(())
+    };
+    greet(&mut writer)?;
+    let collect = |replies: &Receiver<Reply>, report: &mut SimReport, until: Instant, want: Option<u32>| -> bool {
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match replies.recv_timeout(left) {
+                Ok(Reply::Ready(r)) => report.ready = Some(format!("{} ({} classes)", r.model, r.classes)),
+                Ok(Reply::Result(r)) => {
+                    let seq = r.seq;
+                    if options.verbose {
+                        println!(
+                            "seq {seq}: class {} p {:.3} latency {:.1} ms",
+                            r.class_index,
+                            r.probabilities.get(r.class_index as usize).copied().unwrap_or(0.0),
+                            r.latency_us as f64 / 1000.0
+                        );
+                    }
+                    report.results.push(ResultLine {
+                        seq,
+                        class: r.class_index as usize,
+                        probabilities: r.probabilities.to_vec(),
+                        uncertain: r.uncertain,
+                        latency_ms: r.latency_us as f64 / 1000.0,
+                    });
+                    if want == Some(seq) {
+                        return true;
+                    }
+                }
+                Ok(Reply::Error(e)) => {
+                    if options.verbose {
+                        println!("error {:?} (seq {:?}): {}", e.code, e.seq, e.detail);
+                    }
+                    report.errors.push(format!("{:?} {:?}: {}", e.code, e.seq, e.detail));
+                    if e.seq.is_some() && e.seq == want {
+                        return true;
+                    }
+                }
+                Ok(Reply::DecodeErrors(n)) => report.decode_errors = n,
+                Err(_) => return false,
+            }
+        }
+    };
+    // The edge may attach after our first greeting: repeat it until `Ready` (or give up and stream
+    // anyway; the edge accepts frames without a greeting).
+    let deadline = Instant::now() + options.wait_ready;
+    loop {
+        collect(&replies, &mut report, Instant::now() + Duration::from_millis(300), None);
+        if report.ready.is_some() || Instant::now() >= deadline {
+            break;
+        }
+        greet(&mut writer)?;
+    }
+    let period = (options.rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate_hz));
+    for (i, frame) in options.frames.iter().enumerate() {
+        if options.unplug_after == Some(i)
+            && let Some(unplug) = unplug.as_deref_mut()
+        {
+            // Close every handle on the old port so the edge sees the hang-up.
+            reader_stop.store(true, Ordering::Relaxed);
+            drop(writer);
+            thread::sleep(Duration::from_millis(200));
+            let halves = unplug.replug(Duration::from_millis(1500))?;
+            reader_stop = Arc::new(AtomicBool::new(false));
+            writer = halves.writer;
+            replies = spawn_reader(halves.reader, reader_stop.clone());
+            greet(&mut writer)?;
+            collect(&replies, &mut report, Instant::now() + Duration::from_millis(1500), None);
+        }
+        let tick = Instant::now();
+        let seq = i as u32;
+        let timestamp_us = start.elapsed().as_micros() as u64;
+        let mut intact = true;
+        // A sync zero before every frame: a corrupted previous frame cannot swallow this one.
+        let mut bytes = vec![0u8];
+        for chunk in frame_chunks(seq, timestamp_us, frame.width, frame.height, &frame.pixels, options.chunk) {
+            let mut packet = encode_packet_vec(&Message::FrameChunk(chunk))?;
+            intact &= corrupt(&mut packet, options.faults, &mut rng);
+            bytes.extend(packet);
+        }
+        if writer.write_all(&bytes).and_then(|_| writer.flush()).is_err() {
+            bail!("the link closed while sending frame {seq}");
+        }
+        report.sent.push(SentFrame { seq, id: frame.id.clone(), intact, class: frame.class });
+        if options.lockstep {
+            collect(&replies, &mut report, Instant::now() + options.reply_timeout, Some(seq));
+        } else {
+            let until = period.map_or(Instant::now(), |p| tick + p);
+            collect(&replies, &mut report, until, None);
+        }
+    }
+    // Late replies.
+    collect(
+        &replies,
+        &mut report,
+        Instant::now() + Duration::from_millis(if options.lockstep { 200 } else { 2000 }),
+        None,
+    );
+    reader_stop.store(true, Ordering::Relaxed);
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// A pseudo-terminal the simulator owns, published under a stable symlink (as udev would publish
+/// `/dev/cdnet-probe`): the edge opens the symlink. Unplugging closes the pty and removes the link;
+/// replugging makes a new pty and points the link at it.
+pub struct PtyProbe {
+    link: PathBuf,
+    slave: Option<std::fs::File>,
+}
+
+impl PtyProbe {
+    /// Creates the pty and the symlink; returns the simulator's side of the link.
+    pub fn create(link: &Path) -> Result<(PtyProbe, LinkHalves)> {
+        let mut probe = PtyProbe { link: link.to_path_buf(), slave: None };
+        let halves = probe.plug()?;
+        Ok((probe, halves))
+    }
+
+    fn plug(&mut self) -> Result<LinkHalves> {
+        let (master, mut slave) = serialport::TTYPort::pair().context("cannot create a pseudo-terminal")?;
+        let _ = slave.set_exclusive(false);
+        let name = slave.name().context("the pty has no name")?;
+        let _ = std::fs::remove_file(&self.link);
+        std::os::unix::fs::symlink(&name, &self.link)
+            .with_context(|| format!("cannot create {}", self.link.display()))?;
+        let mut reader = master.try_clone_native().context("cannot clone the pty")?;
+        use serialport::SerialPort;
+        let _ = reader.set_timeout(Duration::from_millis(100));
+        // Keep a slave handle open so the master never reads EIO before the edge attaches. A plain
+        // file handle, not the `TTYPort` (which holds an flock that would keep the edge's exclusive
+        // open out, as it would on a board).
+        use std::os::unix::fs::OpenOptionsExt;
+        let keeper = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&name)
+            .with_context(|| format!("cannot open {name}"))?;
+        drop(slave);
+        self.slave = Some(keeper);
+        Ok(LinkHalves { reader: Box::new(reader), writer: Box::new(master) })
+    }
+}
+
+impl Unplug for PtyProbe {
+    fn replug(&mut self, pause: Duration) -> Result<LinkHalves> {
+        self.slave = None;
+        let _ = std::fs::remove_file(&self.link);
+        thread::sleep(pause);
+        self.plug()
+    }
+}
+
+impl Drop for PtyProbe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.link);
+    }
+}
+
+/// Opens an existing serial device for the simulator.
+pub fn open_device(link: &dyn LinkOpener) -> Result<LinkHalves> {
+    link.open().with_context(|| format!("cannot open {}", link.describe()))
+}

@@ -1,0 +1,164 @@
+//! The probe simulator and the edge runtime over a real pseudo-terminal pair, with the shipped demo
+//! bundle: every intact frame answered with what tract says about it, corrupted frames counted and
+//! never answered, a wrong-size frame refused without stopping the stream, an unplugged probe
+//! reconnected, every result in the session log.
+
+use cdnet_edge::display::NoDisplay;
+use cdnet_edge::link::SerialLink;
+use cdnet_edge::runner::{EdgeOptions, EdgeSummary, run};
+use cdnet_edge::screen::Layout;
+use cdnet_edge::sim::{Faults, PtyProbe, SimOptions, SimReport, Source, SourceFrame, resized, simulate};
+use cdnet_shared::GrayImage;
+use cdnet_shared::bundle::Bundle;
+use cdnet_shared::runtime::{Pipeline, Threads};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+fn bundle() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo-phantom")
+}
+
+fn options(log: Option<PathBuf>) -> EdgeOptions {
+    EdgeOptions {
+        bundle: bundle(),
+        threads: 1,
+        crop: None,
+        refer_threshold: None,
+        layout: Layout::Wide800x480,
+        heatmap_opacity: 0.5,
+        log: log.map(|dir| (dir, 1 << 20, false)),
+        max_results: None,
+        quiet_after: Duration::from_secs(3),
+    }
+}
+
+fn sim_options(frames: Vec<SourceFrame>) -> SimOptions {
+    SimOptions {
+        frames,
+        rate_hz: 0.0,
+        chunk: 512,
+        faults: Faults::default(),
+        lockstep: true,
+        reply_timeout: Duration::from_secs(10),
+        unplug_after: None,
+        seed: 11,
+        verbose: false,
+        wait_ready: Duration::from_secs(20),
+    }
+}
+
+/// Starts the edge on `dir/probe`, streams `sim` from a pty published there, stops the edge.
+fn session(dir: &Path, edge: EdgeOptions, sim: &SimOptions) -> (SimReport, EdgeSummary) {
+    let link = dir.join("probe");
+    let stop = Arc::new(AtomicBool::new(false));
+    let edge_thread = {
+        let stop = stop.clone();
+        let link = Arc::new(SerialLink { path: link.clone(), baud: 115_200 });
+        thread::spawn(move || run(&edge, link, Box::new(NoDisplay { size: (800, 480) }), stop))
+    };
+    let (mut probe, halves) = PtyProbe::create(&link).expect("pty");
+    let report = simulate(halves, sim, Some(&mut probe)).expect("simulator");
+    stop.store(true, Ordering::Relaxed);
+    let summary = edge_thread.join().expect("edge thread panicked").expect("edge run failed");
+    (report, summary)
+}
+
+fn phantom_frames(count: usize, side: u16) -> Vec<SourceFrame> {
+    let frames = Source::Phantom { seed: 5, size: 256, difficulty: 0.5 }.frames(count).unwrap();
+    if side == 256 { frames } else { frames.iter().map(|f| resized(f, side, side)).collect() }
+}
+
+fn direct(pipeline: &Pipeline, frame: &SourceFrame) -> (usize, Vec<f32>) {
+    let image = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels).unwrap();
+    let inference = pipeline.infer_image(&image).unwrap();
+    (inference.class, inference.probabilities)
+}
+
+#[test]
+fn every_frame_answered_with_the_tract_result_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = phantom_frames(10, 256);
+    let (report, summary) = session(dir.path(), options(Some(dir.path().join("log"))), &sim_options(frames.clone()));
+    assert!(report.ready.as_deref().is_some_and(|r| r.contains("demo-phantom")), "no Ready: {:?}", report.ready);
+    assert_eq!(report.results.len(), 10, "errors: {:?}", report.errors);
+    assert_eq!(summary.results, 10);
+    assert_eq!((summary.packet_errors, summary.frame_errors), (0, 0));
+    let pipeline = Pipeline::load(Bundle::open(&bundle()).unwrap(), Threads(1)).unwrap();
+    for result in &report.results {
+        let (class, probabilities) = direct(&pipeline, &frames[result.seq as usize]);
+        assert_eq!(result.class, class, "frame {}", result.seq);
+        let diff = result.probabilities.iter().zip(&probabilities).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff < 1e-6, "frame {}: probabilities differ by {diff}", result.seq);
+        assert!(result.latency_ms > 0.0);
+    }
+    // The demo model knows its phantoms: most frames get their true class.
+    let correct = report.results.iter().filter(|r| Some(r.class) == frames[r.seq as usize].class).count();
+    assert!(correct >= 8, "only {correct}/10 phantom frames classified correctly");
+    // One durable JSON line per result.
+    let log = std::fs::read_to_string(dir.path().join("log/session.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 10);
+    assert_eq!(lines[3]["seq"], 3);
+    assert_eq!(lines[3]["model"], "demo-phantom");
+}
+
+#[test]
+fn bit_errors_are_counted_and_never_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small frames, so that at 1e-4 bit-error rate a fair share still arrives intact.
+    let frames = phantom_frames(40, 32);
+    let mut sim = sim_options(frames.clone());
+    sim.faults = Faults { bit_error_rate: 1e-4, drop_rate: 0.0 };
+    sim.lockstep = false;
+    sim.rate_hz = 20.0;
+    let (report, summary) = session(dir.path(), options(None), &sim);
+    let intact: Vec<u32> = report.sent.iter().filter(|f| f.intact).map(|f| f.seq).collect();
+    assert!(intact.len() >= 5 && intact.len() < 40, "fault injection did not bite: {} intact", intact.len());
+    assert!(summary.packet_errors > 0, "no packet errors counted: {summary:?}");
+    assert!(!report.results.is_empty());
+    let pipeline = Pipeline::load(Bundle::open(&bundle()).unwrap(), Threads(1)).unwrap();
+    for result in &report.results {
+        assert!(intact.contains(&result.seq), "a result for corrupted frame {}", result.seq);
+        assert_eq!(result.class, direct(&pipeline, &frames[result.seq as usize]).0);
+    }
+    // Intact frames are answered unless a newer frame overtook them (counted as dropped).
+    assert!(report.results.len() as u64 + summary.dropped >= intact.len() as u64, "{summary:?}");
+}
+
+#[test]
+fn wrong_size_frame_is_refused_and_the_next_one_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut frames = phantom_frames(3, 64);
+    frames[1] = resized(&frames[1], 80, 64);
+    let (report, summary) = session(dir.path(), options(None), &sim_options(frames));
+    let answered: Vec<u32> = report.results.iter().map(|r| r.seq).collect();
+    assert_eq!(answered, vec![0, 2]);
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(report.errors[0].contains("BadFrameGeometry") && report.errors[0].contains("80x64"), "{:?}", report.errors);
+    assert_eq!(summary.frame_errors, 1);
+}
+
+#[test]
+fn unplugged_probe_is_reconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = sim_options(phantom_frames(6, 64));
+    sim.unplug_after = Some(3);
+    let (report, summary) = session(dir.path(), options(None), &sim);
+    let answered: Vec<u32> = report.results.iter().map(|r| r.seq).collect();
+    assert_eq!(answered, vec![0, 1, 2, 3, 4, 5], "errors {:?}", report.errors);
+    assert!(summary.reconnects >= 1, "{summary:?}");
+}
+
+#[test]
+fn missing_model_is_refused_before_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = options(None);
+    edge.bundle = dir.path().join("no-such-bundle");
+    let link = Arc::new(SerialLink { path: dir.path().join("probe"), baud: 115_200 });
+    let error =
+        run(&edge, link, Box::new(NoDisplay { size: (800, 480) }), Arc::new(AtomicBool::new(false))).unwrap_err();
+    assert!(format!("{error:#}").contains("no-such-bundle"), "{error:#}");
+}

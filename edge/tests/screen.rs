@@ -1,0 +1,166 @@
+//! The screen, checked pixel by pixel: the heatmap colour at the attention peak, the zoom box where
+//! the network put it, the class name and "refer" banner, the link dot; and the PNG display target.
+
+use cdnet_edge::display::{Display, PngDisplay};
+use cdnet_edge::screen::{AMBER, BOX, Canvas, GREEN, Layout, LinkStatus, RED, ScreenState, ShownFrame, TEXT, render};
+use cdnet_shared::Rect;
+use cdnet_shared::postprocess::heat_colour;
+use cdnet_shared::runtime::Inference;
+use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
+use std::time::Duration;
+
+const GRAY: u8 = 100;
+const INPUT: usize = 96;
+const OPACITY: f32 = 0.6;
+
+fn rgb(c: Rgb888) -> [u8; 3] {
+    [c.r(), c.g(), c.b()]
+}
+
+/// A flat gray 256² frame whose 4×4 attention peaks in the top-right cell.
+fn state(class: usize, confidence: f32, uncertain: bool, link: LinkStatus) -> ScreenState {
+    let mut probabilities = vec![(1.0 - confidence) / 4.0; 5];
+    probabilities[class] = confidence;
+    let mut attention = vec![0.0; 16];
+    attention[3] = 1.0;
+    let inference = Inference {
+        probabilities,
+        class,
+        confidence,
+        uncertain,
+        attention,
+        attention_side: 4,
+        zoom_box: Some(Rect { x0: 24, y0: 24, x1: 72, y1: 72 }),
+        crop: Rect::full(256, 256),
+    };
+    ScreenState {
+        model: "test".into(),
+        labels: ["Normal", "Intraocular tumour", "Retinal detachment", "Posterior staphyloma", "Vitreous haemorrhage"]
+            .map(String::from)
+            .to_vec(),
+        short_labels: ["Normal", "IOT", "RD", "PSS", "VH"].map(String::from).to_vec(),
+        input_size: INPUT,
+        link,
+        frame: Some(ShownFrame { seq: 1, width: 256, height: 256, pixels: vec![GRAY; 256 * 256], inference }),
+        fps: 3.0,
+        latency_ms: 80.0,
+        dropped: 0,
+        errors: 0,
+        heatmap_opacity: OPACITY,
+    }
+}
+
+fn draw(state: &ScreenState, layout: Layout) -> Canvas {
+    let (w, h) = layout.size();
+    let mut canvas = Canvas::new(w, h);
+    render(&mut canvas, state, layout);
+    canvas
+}
+
+fn count(canvas: &Canvas, x: std::ops::Range<u32>, y: std::ops::Range<u32>, colour: [u8; 3]) -> usize {
+    y.flat_map(|y| x.clone().map(move |x| (x, y))).filter(|&(x, y)| canvas.pixel(x, y) == colour).count()
+}
+
+fn close(a: [u8; 3], b: [u8; 3], tolerance: i32) -> bool {
+    a.iter().zip(b).all(|(&a, b)| (a as i32 - b as i32).abs() <= tolerance)
+}
+
+/// Checks a layout: heatmap at the peak, plain frame away from it, box edges, class text.
+fn check_layout(layout: Layout) {
+    let canvas = draw(&state(2, 0.9, false, LinkStatus::Receiving), layout);
+    let (px, py, side) = layout.image_panel();
+    let (px, py, side) = (px as f32, py as f32, side as f32);
+    // Centre of attention cell (3, 0): full heat, blended at the configured opacity over the gray.
+    let at = |cx: f32, cy: f32| canvas.pixel((px + side * cx) as u32, (py + side * cy) as u32);
+    let peak = at(3.5 / 4.0, 0.5 / 4.0);
+    let hot = heat_colour(255);
+    let expected = hot.map(|c| (GRAY as f32 * (1.0 - OPACITY) + c as f32 * OPACITY) as u8);
+    assert!(close(peak, expected, 8), "{layout:?}: peak pixel {peak:?}, expected about {expected:?}");
+    // Far from the peak (bottom-left cell) the frame shows through untouched.
+    assert_eq!(at(0.5 / 4.0, 3.5 / 4.0), [GRAY; 3], "{layout:?}: heatmap leaks where the attention is zero");
+    // The zoom box (input pixels 24..72 of 96) is drawn at 1/4 and 3/4 of the panel.
+    let scale = side / INPUT as f32;
+    let left = (px + 24.0 * scale) as u32;
+    let right = (px + 72.0 * scale) as u32;
+    let middle_y = (py + 48.0 * scale) as u32;
+    let on_edge = |x: u32| (x.saturating_sub(2)..=x + 2).any(|x| canvas.pixel(x, middle_y) == rgb(BOX));
+    assert!(on_edge(left), "{layout:?}: no box edge near x = {left}");
+    assert!(on_edge(right), "{layout:?}: no box edge near x = {right}");
+    assert_ne!(canvas.pixel((px + 48.0 * scale) as u32, middle_y), rgb(BOX), "{layout:?}: box is filled");
+    // The class name, in confident colour, right of the panel.
+    let text_x = (px + side) as u32 + 4..canvas.width();
+    let title = count(&canvas, text_x.clone(), py as u32..py as u32 + 30, rgb(TEXT));
+    assert!(title > 40, "{layout:?}: class name not drawn ({title} text pixels)");
+    assert_eq!(
+        count(&canvas, text_x, 0..canvas.height(), rgb(AMBER)),
+        0,
+        "{layout:?}: refer banner on a confident result"
+    );
+}
+
+#[test]
+fn wide_layout_shows_heatmap_box_and_class() {
+    check_layout(Layout::Wide800x480);
+}
+
+#[test]
+fn small_layout_shows_heatmap_box_and_class() {
+    check_layout(Layout::Small320x240);
+}
+
+#[test]
+fn uncertain_result_shows_refer_banner() {
+    let layout = Layout::Wide800x480;
+    let canvas = draw(&state(1, 0.35, true, LinkStatus::Receiving), layout);
+    let amber = count(&canvas, 480..800, 0..200, rgb(AMBER));
+    assert!(amber > 5000, "refer banner missing ({amber} amber pixels)");
+}
+
+#[test]
+fn different_classes_draw_different_titles() {
+    let layout = Layout::Wide800x480;
+    let a = draw(&state(0, 0.9, false, LinkStatus::Receiving), layout);
+    let b = draw(&state(4, 0.9, false, LinkStatus::Receiving), layout);
+    let differing =
+        (480..800).flat_map(|x| (10..40).map(move |y| (x, y))).filter(|&(x, y)| a.pixel(x, y) != b.pixel(x, y)).count();
+    assert!(differing > 100, "class title does not depend on the class ({differing} pixels differ)");
+}
+
+#[test]
+fn link_status_dot_follows_the_link() {
+    let layout = Layout::Wide800x480;
+    let dot = |link| {
+        let canvas = draw(&state(0, 0.9, false, link), layout);
+        count(&canvas, 480..520, 440..480, rgb(GREEN)) as i64 - count(&canvas, 480..520, 440..480, rgb(RED)) as i64
+    };
+    assert!(dot(LinkStatus::Receiving) > 20);
+    assert!(dot(LinkStatus::Lost("port closed".into())) < -20);
+}
+
+#[test]
+fn waiting_screen_has_no_diagnosis() {
+    let layout = Layout::Wide800x480;
+    let mut waiting = state(0, 0.9, false, LinkStatus::Waiting);
+    waiting.frame = None;
+    let canvas = draw(&waiting, layout);
+    assert_eq!(count(&canvas, 0..800, 0..480, rgb(BOX)), 0, "a zoom box without a frame");
+    assert!(count(&canvas, 10..470, 10..470, rgb(AMBER)) > 100, "no waiting message in the image panel");
+}
+
+#[test]
+fn png_display_writes_the_last_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::Wide800x480;
+    let mut display = PngDisplay::new(dir.path().to_path_buf(), layout.size(), Duration::from_secs(3600)).unwrap();
+    let first = draw(&state(0, 0.9, false, LinkStatus::Receiving), layout);
+    display.show(&first).unwrap();
+    // Throttled: a second show within the interval is skipped, but the run's last screen is not.
+    let last = draw(&state(3, 0.9, false, LinkStatus::Receiving), layout);
+    display.show(&last).unwrap();
+    let read = |path: &std::path::Path| image::open(path).unwrap().to_rgb8();
+    assert_eq!(read(&dir.path().join("latest.png")).as_raw(), first.rgb());
+    display.finish(&last).unwrap();
+    let png = read(&dir.path().join("latest.png"));
+    assert_eq!((png.width(), png.height()), (800, 480));
+    assert_eq!(png.as_raw(), last.rgb());
+}

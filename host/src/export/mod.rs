@@ -1,0 +1,282 @@
+//! `cdnet export`: a trained model → an ONNX bundle for the edge (fp32 or int8) with its model card.
+//!
+//! The backbone graph (image → feature, AttS) and the head graph (features → probabilities) are
+//! captured with burn's own ONNX exporter (opset 18). The protobuf is then edited with
+//! `tract_onnx::pb` (prost): stable input/output names, BatchNorm folded into the convolutions,
+//! a Softmax on the head, and for int8, quantisation. The centre-zoom crop between the two passes is
+//! not in the graph. The edge runs it with the `shared` code, the same code the host evaluated
+//! with (burn's exporter bakes slice bounds as constants, so a data-dependent crop cannot be
+//! expressed in its graph). Every export is checked by running the bundle with tract, the edge's
+//! runtime, against burn.
+
+pub mod onnx;
+pub mod quantize;
+
+use crate::data::{self, DataConfig, Sample};
+use crate::model::infer::predict;
+use crate::model::saved::{self, ModelInfo};
+use crate::train::eval::normalised;
+use crate::train::metrics::{Metrics, compute};
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn_onnx::export::OnnxExporter;
+use cdnet_shared::bundle::{
+    BACKBONE_ATTENTION, BACKBONE_FEATURE, BACKBONE_INPUT, Bundle, CARD_FORMAT, HEAD_INPUT, HEAD_OUTPUT, ModelCard,
+    Precision,
+};
+use cdnet_shared::runtime::{Pipeline, Threads};
+use onnx::Graph;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Run folder or saved model.
+    pub model: PathBuf,
+    /// Bundle folder to create.
+    pub out: PathBuf,
+    /// Bundle name (default: the folder name).
+    pub name: Option<String>,
+    /// Quantise to int8 with images from this folder (an ImageFolder or plain images).
+    pub calibrate: Option<PathBuf>,
+    /// Calibration images to use (at most).
+    pub calibration_images: usize,
+    /// Evaluation data for the card's metrics and the parity check (default: the training data).
+    pub data: Option<PathBuf>,
+    /// Top probability below which the screen says "uncertain — refer".
+    pub refer_threshold: f32,
+    /// Replace an existing bundle folder.
+    pub force: bool,
+    /// The command line, for the card.
+    pub command: String,
+}
+
+/// The result of an export.
+#[derive(Debug, Clone)]
+pub struct ExportReport {
+    /// The bundle folder.
+    pub bundle: PathBuf,
+    /// Its card.
+    pub card: ModelCard,
+    /// Largest |burn − tract| probability difference over the checked images (fp32 bundles).
+    pub parity_max_abs: Option<f32>,
+    /// Metrics of the bundle on the evaluation split.
+    pub metrics: Option<Metrics>,
+}
+
+/// Captures the feature extractor as ONNX: image `[1,3,N,N]` → feature, attention.
+fn backbone_graph(model_path: &Path, n: usize) -> Result<Graph> {
+    // The exporter takes over the BatchNorm running state of the module it captures, so every
+    // capture uses a freshly loaded model.
+    let (model, _) = saved::load(model_path, &Device::flex())?;
+    let x = Tensor::<4>::zeros([1, 3, n, n], &Device::flex());
+    let exported = OnnxExporter::new()
+        .export(model.extractor(), x, |m, x| m.forward(x))
+        .map_err(|e| anyhow::anyhow!("burn's ONNX exporter failed on the backbone: {e:?}"))?;
+    let mut graph = Graph::decode(exported.as_bytes())?;
+    graph.rename_io(&[BACKBONE_INPUT], &[BACKBONE_FEATURE, BACKBONE_ATTENTION])?;
+    let folded = graph.fold_batch_norms()?;
+    tracing::debug!("folded {folded} BatchNorm layers into convolutions");
+    Ok(graph)
+}
+
+/// Captures the inference head as ONNX: features → probabilities.
+fn head_graph(model_path: &Path, width: usize) -> Result<Graph> {
+    let (model, _) = saved::load(model_path, &Device::flex())?;
+    let f = Tensor::<2>::zeros([1, width], &Device::flex());
+    let exported = OnnxExporter::new()
+        .export(model.inference_head(), f, |m, f| m.forward(f))
+        .map_err(|e| anyhow::anyhow!("burn's ONNX exporter failed on the head: {e:?}"))?;
+    let mut graph = Graph::decode(exported.as_bytes())?;
+    graph.rename_io(&[HEAD_INPUT], &[HEAD_OUTPUT])?;
+    graph.append_softmax()?;
+    graph.prune_initializers();
+    Ok(graph)
+}
+
+/// The evaluation samples for the card: test split, else validation (the model's own crop and
+/// classes).
+fn evaluation_samples(root: &Path, info: &ModelInfo) -> Result<(String, Vec<Sample>)> {
+    let data = data::load(
+        root,
+        &DataConfig {
+            input_size: info.preprocess.input_size,
+            crop: Some(info.preprocess.crop),
+            classes: Some(info.labels.names().to_vec()),
+            ..Default::default()
+        },
+    )?;
+    let (split, samples) = data.eval_split();
+    Ok((split.to_string(), samples.to_vec()))
+}
+
+/// Runs a bundle with tract over samples.
+fn run_bundle(pipeline: &Pipeline, samples: &[Sample], info: &ModelInfo) -> Result<Vec<Vec<f32>>> {
+    samples
+        .iter()
+        .map(|s| Ok(pipeline.infer_plane(&normalised(s, &info.preprocess.normalization))?.probabilities))
+        .collect()
+}
+
+fn metrics_of(info: &ModelInfo, samples: &[Sample], probabilities: &[Vec<f32>]) -> Metrics {
+    let labels: Vec<usize> = samples.iter().map(|s| s.label).collect();
+    let predicted: Vec<usize> =
+        probabilities.iter().map(|p| p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b })).collect();
+    compute(info.labels.names(), &labels, &predicted, probabilities)
+}
+
+/// Writes the two graphs and the card into `dir`.
+fn write_bundle(dir: &Path, backbone: &Graph, head: &Graph, card: &mut ModelCard) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (file, graph) in [(&card.backbone, backbone), (&card.head, head)] {
+        std::fs::write(dir.join(file), graph.encode())
+            .with_context(|| format!("cannot write {}", dir.join(file).display()))?;
+    }
+    let files = [card.backbone.clone(), card.head.clone()];
+    Bundle::write_card(dir, card, &[&files[0], &files[1]])?;
+    Ok(())
+}
+
+/// Exports a trained model to a bundle and checks it.
+pub fn export(options: &ExportOptions) -> Result<ExportReport> {
+    let device = Device::flex();
+    let (model, info) = saved::load(&options.model, &device)?;
+    if !model.has_attention() {
+        bail!(
+            "{} has no WSLL attention (a baseline); the edge needs the attention heatmap, so export a CDNet model",
+            options.model.display()
+        );
+    }
+    if options.out.exists() && options.out.read_dir()?.next().is_some() && !options.force {
+        bail!("{} already exists; pass --force to replace it or choose another --out", options.out.display());
+    }
+    if !(0.0..=1.0).contains(&options.refer_threshold) {
+        bail!("--refer-threshold {} is not a probability", options.refer_threshold);
+    }
+    let n = info.preprocess.input_size;
+    let feature_dim = info.cdnet.feature_dim;
+    let zoom = model.zoom_inference();
+    let width = if zoom { 2 * feature_dim } else { feature_dim };
+    let mut backbone = backbone_graph(&options.model, n)?;
+    let mut head = head_graph(&options.model, width)?;
+    let version = env!("CARGO_PKG_VERSION");
+    backbone.set_producer("cdnet export", version, "CDNet feature extractor: image -> feature, attention (AttS)");
+    head.set_producer("cdnet export", version, "CDNet fused head: cat[global, zoom] features -> probabilities");
+
+    let name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| options.out.file_name().map_or("cdnet".into(), |n| n.to_string_lossy().into_owned()));
+    let precision = if options.calibrate.is_some() { Precision::Int8 } else { Precision::Fp32 };
+    let mut card = ModelCard {
+        format: CARD_FORMAT,
+        name,
+        precision,
+        labels: info.labels.clone(),
+        preprocess: info.preprocess,
+        center_zoom: info.center_zoom,
+        zoom_inference: zoom,
+        refer_threshold: options.refer_threshold,
+        attention_side: info.cdnet.attention_size(),
+        feature_dim,
+        backbone: "backbone.onnx".into(),
+        head: "head.onnx".into(),
+        opset: backbone.opset(),
+        files: BTreeMap::new(),
+        metrics: serde_json::Value::Null,
+        training: info.training.clone(),
+        export: serde_json::json!({
+            "exporter": concat!("cdnet ", env!("CARGO_PKG_VERSION"), " (burn-onnx 0.22 + prost graph edits)"),
+            "command": options.command,
+            "source_model": options.model.display().to_string(),
+            "backbone_ops": backbone.op_counts(),
+            "head_ops": head.op_counts(),
+        }),
+    };
+
+    // Evaluation data: given, or the data the model was trained on if it is still there.
+    let data_root = options
+        .data
+        .clone()
+        .or_else(|| info.training["data"]["root"].as_str().map(PathBuf::from).filter(|p| p.is_dir()));
+    let evaluation = match &data_root {
+        Some(root) => Some(evaluation_samples(root, &info)?),
+        None => {
+            tracing::warn!("no evaluation data (pass --data): the card will carry no metrics");
+            None
+        }
+    };
+
+    // The fp32 bundle (written to the output, or to a scratch folder when exporting int8).
+    let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
+    let fp32_dir = if precision == Precision::Fp32 { options.out.clone() } else { scratch.path().join("fp32") };
+    if options.force && options.out.exists() {
+        std::fs::remove_dir_all(&options.out).with_context(|| format!("cannot replace {}", options.out.display()))?;
+    }
+    let mut fp32_card = ModelCard { precision: Precision::Fp32, ..card.clone() };
+    write_bundle(&fp32_dir, &backbone, &head, &mut fp32_card)?;
+    let fp32 = Pipeline::load(Bundle::open(&fp32_dir)?, Threads(1))?;
+
+    let mut parity_max_abs = None;
+    let mut metrics_json = serde_json::Map::new();
+    let mut final_metrics = None;
+    if let Some((split, samples)) = &evaluation {
+        // Parity: burn's inference path against tract on the same bundle.
+        let check: Vec<&Sample> = samples.iter().take(16).collect();
+        let planes: Vec<Vec<f32>> = check.iter().map(|s| normalised(s, &info.preprocess.normalization)).collect();
+        let refs: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
+        let burn = predict(&model, &refs, n, &info.center_zoom, &device);
+        let mut worst = 0.0f32;
+        for (plane, b) in planes.iter().zip(&burn) {
+            let t = fp32.infer_plane(plane)?;
+            for (x, y) in t.probabilities.iter().zip(&b.probabilities) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        if worst > 1e-3 {
+            bail!("the exported graph disagrees with burn by {worst} in probability; the export is wrong");
+        }
+        parity_max_abs = Some(worst);
+        let fp32_probabilities = run_bundle(&fp32, samples, &info)?;
+        let fp32_metrics = metrics_of(&info, samples, &fp32_probabilities);
+        metrics_json.insert("split".into(), serde_json::json!(split));
+        metrics_json.insert("images".into(), serde_json::json!(samples.len()));
+        metrics_json.insert("fp32".into(), serde_json::to_value(&fp32_metrics)?);
+        final_metrics = Some(fp32_metrics);
+    }
+
+    if let Some(calibration) = &options.calibrate {
+        let images = quantize::calibration_planes(calibration, &info, options.calibration_images)?;
+        let quantised = quantize::quantize(&backbone, &fp32, &images)?;
+        card.export["quantisation"] = serde_json::to_value(&quantised.summary)?;
+        write_bundle(&options.out, &quantised.graph, &head, &mut card)?;
+        let int8 = Pipeline::load(Bundle::open(&options.out)?, Threads(1))?;
+        if let Some((_, samples)) = &evaluation {
+            let int8_probabilities = run_bundle(&int8, samples, &info)?;
+            let int8_metrics = metrics_of(&info, samples, &int8_probabilities);
+            let fp32_probabilities = run_bundle(&fp32, samples, &info)?;
+            let agree = int8_probabilities
+                .iter()
+                .zip(&fp32_probabilities)
+                .filter(|(a, b)| {
+                    let top = |p: &Vec<f32>| p.iter().enumerate().fold(0, |m, (i, v)| if *v > p[m] { i } else { m });
+                    top(a) == top(b)
+                })
+                .count() as f64
+                / samples.len().max(1) as f64;
+            metrics_json.insert("int8".into(), serde_json::to_value(&int8_metrics)?);
+            metrics_json.insert("int8_same_class_as_fp32".into(), serde_json::json!(agree));
+            final_metrics = Some(int8_metrics);
+        }
+    } else {
+        card = fp32_card;
+    }
+    if let Some(max) = parity_max_abs {
+        card.export["parity_burn_vs_tract_max_abs"] = serde_json::json!(max);
+    }
+    card.metrics = serde_json::Value::Object(metrics_json);
+    let files = [card.backbone.clone(), card.head.clone()];
+    Bundle::write_card(&options.out, &mut card, &[&files[0], &files[1]])?;
+    Ok(ExportReport { bundle: options.out.clone(), card, parity_max_abs, metrics: final_metrics })
+}

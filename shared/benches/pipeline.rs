@@ -1,0 +1,46 @@
+//! Time of the full inference path (two backbone passes + head) on a bundle with tract, and the
+//! process's peak RSS. `cargo bench -p cdnet-shared --features runtime --bench pipeline -- BUNDLE [threads] [frames]`
+
+use cdnet_shared::bundle::Bundle;
+use cdnet_shared::runtime::{Pipeline, Threads};
+use std::time::Instant;
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let Some(dir) = args.first() else {
+        eprintln!("usage: pipeline BUNDLE [threads] [frames]");
+        std::process::exit(2);
+    };
+    let threads: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1);
+    let frames: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(20);
+    let start = Instant::now();
+    let pipeline =
+        Pipeline::load(Bundle::open(std::path::Path::new(dir)).expect("bundle"), Threads(threads)).expect("load");
+    let load = start.elapsed().as_secs_f64();
+    let n = pipeline.bundle().card.preprocess.input_size;
+    let plane: Vec<f32> = (0..n * n).map(|i| ((i * 37) % 255) as f32 / 127.5 - 1.0).collect();
+    pipeline.infer_plane(&plane).expect("warm-up");
+    let mut times = Vec::with_capacity(frames);
+    for _ in 0..frames {
+        let t = Instant::now();
+        std::hint::black_box(pipeline.infer_plane(&plane).expect("inference"));
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!(
+        "pipeline {dir} ({:?}, {n}x{n}, {threads} thread(s)): median {median:.2} ms/frame, mean {mean:.2} ms, load {load:.2} s, peak RSS {:.0} MiB",
+        pipeline.bundle().card.precision,
+        peak_rss_mib()
+    );
+}

@@ -1,0 +1,207 @@
+//! The inference path on a bundle, with tract: global pass → AttS → centre-zoom box → crop →
+//! local pass → fused head. The same code serves the edge (every frame) and the host (checking an
+//! export, comparing int8 against fp32), so both run exactly the same arithmetic.
+
+use crate::bundle::Bundle;
+use crate::postprocess::top_class;
+use crate::preprocess::{PreprocessError, preprocess_plane};
+use crate::zoom::crop_and_resize;
+use crate::{GrayImage, Rect, center_zoom_box};
+use std::string::{String, ToString};
+use std::sync::Arc;
+use std::vec;
+use std::vec::Vec;
+use tract_onnx::prelude::*;
+
+/// Why the pipeline could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// tract could not load or optimise a graph.
+    #[error("cannot load {file}: {reason}")]
+    Load {
+        /// The graph file.
+        file: String,
+        /// tract's error chain.
+        reason: String,
+    },
+    /// A graph does not have the shape the card promises.
+    #[error("{file} does not match its model card: {reason}")]
+    Shape {
+        /// The graph file.
+        file: String,
+        /// What differs.
+        reason: String,
+    },
+    /// The frame could not be preprocessed.
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    /// Inference failed.
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// How many threads tract's matrix kernels may use (1 = tract's default single thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threads(pub usize);
+
+/// What the network says about one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inference {
+    /// Probability per class.
+    pub probabilities: Vec<f32>,
+    /// Most probable class.
+    pub class: usize,
+    /// Its probability.
+    pub confidence: f32,
+    /// Top probability below the card's refer threshold.
+    pub uncertain: bool,
+    /// AttS of the global pass, row-major `attention_side²`.
+    pub attention: Vec<f32>,
+    /// Side of the attention map.
+    pub attention_side: usize,
+    /// Centre-zoom box in network-input pixels (two-pass models).
+    pub zoom_box: Option<Rect>,
+    /// The device crop in frame pixels (the full input for [`Pipeline::infer_plane`]).
+    pub crop: Rect,
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A loaded bundle, ready to run frames.
+pub struct Pipeline {
+    bundle: Bundle,
+    backbone: Plan,
+    head: Plan,
+    n: usize,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("bundle", &self.bundle.dir).field("input", &self.n).finish()
+    }
+}
+
+fn load_plan(bundle: &Bundle, file: &str, input: &[usize], threads: Threads) -> Result<Plan, RuntimeError> {
+    let fail = |e: TractError| RuntimeError::Load { file: file.to_string(), reason: std::format!("{e:#}") };
+    let model = tract_onnx::onnx()
+        .model_for_path(bundle.file(file))
+        .map_err(fail)?
+        .with_input_fact(0, f32::fact(input).into())
+        .map_err(fail)?
+        .into_optimized()
+        .map_err(fail)?;
+    let mut options = RunOptions::default();
+    if threads.0 > 1 {
+        options.executor = Some(tract_linalg::multithread::Executor::multithread(threads.0));
+    }
+    model.into_runnable_with_options(&options).map_err(fail)
+}
+
+fn output_shape(plan: &Plan, index: usize) -> Option<Vec<usize>> {
+    plan.model().output_fact(index).ok()?.shape.as_concrete().map(|s| s.to_vec())
+}
+
+impl Pipeline {
+    /// Loads and optimises the bundle's two graphs and checks their shapes against the card.
+    pub fn load(bundle: Bundle, threads: Threads) -> Result<Pipeline, RuntimeError> {
+        let card = &bundle.card;
+        let n = card.preprocess.input_size;
+        let backbone = load_plan(&bundle, &card.backbone, &[1, 3, n, n], threads)?;
+        let head_width = if card.zoom_inference { 2 * card.feature_dim } else { card.feature_dim };
+        let head = load_plan(&bundle, &card.head, &[1, head_width], threads)?;
+        let shape_err = |file: &str, reason: String| RuntimeError::Shape { file: file.to_string(), reason };
+        let side = card.attention_side;
+        for (index, want) in [(0, vec![1, card.feature_dim]), (1, vec![1, 1, side, side])] {
+            let got = output_shape(&backbone, index);
+            if got.as_deref() != Some(&want[..]) {
+                return Err(shape_err(&card.backbone, std::format!("output {index} is {got:?}, expected {want:?}")));
+            }
+        }
+        let k = card.labels.len();
+        if output_shape(&head, 0).as_deref() != Some(&[1, k][..]) {
+            return Err(shape_err(
+                &card.head,
+                std::format!("it outputs {:?} but the card lists {k} labels", output_shape(&head, 0)),
+            ));
+        }
+        Ok(Pipeline { bundle, backbone, head, n })
+    }
+
+    /// The bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// Runs one backbone pass on a normalised `n × n` plane: (feature, attention).
+    fn backbone_pass(&self, plane: &[f32]) -> Result<(Vec<f32>, Vec<f32>), RuntimeError> {
+        let n = self.n;
+        let mut input = Vec::with_capacity(3 * n * n);
+        for _ in 0..3 {
+            input.extend_from_slice(plane);
+        }
+        let tensor = Tensor::from_shape(&[1, 3, n, n], &input).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let outputs =
+            self.backbone.run(tvec!(tensor.into_tvalue())).map_err(|e| RuntimeError::Run(std::format!("{e:#}")))?;
+        let read = |i: usize| -> Result<Vec<f32>, RuntimeError> {
+            Ok(outputs[i]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| RuntimeError::Run(e.to_string()))?
+                .iter()
+                .copied()
+                .collect())
+        };
+        Ok((read(0)?, read(1)?))
+    }
+
+    /// The inference path on a normalised `n × n` plane.
+    pub fn infer_plane(&self, plane: &[f32]) -> Result<Inference, RuntimeError> {
+        let n = self.n;
+        if plane.len() != n * n {
+            return Err(RuntimeError::Run(std::format!("plane of {} values for a {n}×{n} input", plane.len())));
+        }
+        let card = &self.bundle.card;
+        let side = card.attention_side;
+        let (global, attention) = self.backbone_pass(plane)?;
+        let (head_input, zoom_box) = if card.zoom_inference {
+            // Shapes were checked at load, so the box and crop cannot fail on size.
+            let rect = center_zoom_box(&attention, side, side, n, &card.center_zoom).unwrap_or(Rect::full(n, n));
+            let mut view = vec![0.0; n * n];
+            crop_and_resize(plane, n, rect, &mut view).map_err(|e| RuntimeError::Run(e.to_string()))?;
+            let (local, _) = self.backbone_pass(&view)?;
+            ([global, local].concat(), Some(rect))
+        } else {
+            (global, None)
+        };
+        let width = head_input.len();
+        let tensor = Tensor::from_shape(&[1, width], &head_input).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let outputs =
+            self.head.run(tvec!(tensor.into_tvalue())).map_err(|e| RuntimeError::Run(std::format!("{e:#}")))?;
+        let probabilities: Vec<f32> = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| RuntimeError::Run(e.to_string()))?
+            .iter()
+            .copied()
+            .collect();
+        let (class, confidence) = top_class(&probabilities)
+            .ok_or_else(|| RuntimeError::Run("the network returned non-finite probabilities".into()))?;
+        Ok(Inference {
+            uncertain: confidence < card.refer_threshold,
+            probabilities,
+            class,
+            confidence,
+            attention,
+            attention_side: side,
+            zoom_box,
+            crop: Rect::full(n, n),
+        })
+    }
+
+    /// Preprocesses a frame with the card's settings and runs the inference path.
+    pub fn infer_image(&self, image: &GrayImage<'_>) -> Result<Inference, RuntimeError> {
+        let mut plane = vec![0.0; self.n * self.n];
+        let crop = preprocess_plane(image, &self.bundle.card.preprocess, &mut plane)?;
+        let mut inference = self.infer_plane(&plane)?;
+        inference.crop = crop;
+        Ok(inference)
+    }
+}
