@@ -1,2 +1,64 @@
-//! Project automation (`cargo xtask ...`): cross-builds and deploys the edge runtime to a board.
-fn main() {}
+//! Project automation, run as `cargo xtask TASK` (matklad's xtask pattern: a plain binary crate
+//! behind a cargo alias, no extra tools to install):
+//!
+//! * `demo`: the main job end to end on a fresh machine (phantom data → train → export → probe
+//!   simulator ⇄ edge runtime over a pseudo-terminal → summary).
+//! * `dist`: cross-builds the edge runtime for a board and packs a versioned, hashed tarball.
+//! * `flash`: deploys that tarball to a board over ssh with an atomic switch, a health check and
+//!   rollback.
+//!
+//! xtask never links burn or tract; it drives `cargo` and the built binaries.
+
+mod board;
+mod demo;
+mod dist;
+mod flash;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+/// CDNet project tasks.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", version, about, arg_required_else_help = false)]
+struct Cli {
+    #[command(subcommand)]
+    task: Option<Task>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Run the whole chain on a built-in phantom data set: train, evaluate, export, serve over a pty.
+    Demo(demo::DemoArgs),
+    /// Cross-build the edge runtime for a board and pack a versioned tarball with the model bundle.
+    Dist(dist::DistArgs),
+    /// Deploy a dist tarball to a board over ssh: atomic switch, restart, health check, rollback.
+    Flash(flash::FlashArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.task {
+        None => {
+            println!("cargo xtask TASK — tasks:");
+            println!(
+                "  demo    phantom data → train cpu-small → export fp32+int8 → simulator ⇄ edge over a pty (--quick: shipped model)"
+            );
+            println!(
+                "  dist    cross-build cdnet-edge for a board and pack target/dist/cdnet-edge-VERSION-BOARD.tar.gz"
+            );
+            println!(
+                "  flash   deploy a dist tarball to a board over ssh, switch atomically, health-check, roll back on failure"
+            );
+            println!("boards: {}", board::BOARDS.iter().map(|b| b.name).collect::<Vec<_>>().join(", "));
+            println!("`cargo xtask TASK --help` for the options of a task.");
+            Ok(())
+        }
+        Some(Task::Demo(args)) => demo::run(args),
+        Some(Task::Dist(args)) => dist::run(args).map(|_| ()),
+        Some(Task::Flash(args)) => flash::run(args),
+    };
+    if let Err(error) = outcome {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}

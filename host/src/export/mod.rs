@@ -126,6 +126,22 @@ fn metrics_of(info: &ModelInfo, samples: &[Sample], probabilities: &[Vec<f32>]) 
     compute(info.labels.names(), &labels, &predicted, probabilities)
 }
 
+/// Normalised input planes of phantom B-scans, one per class in turn (parity check without data).
+fn phantom_planes(info: &ModelInfo, count: usize) -> Result<Vec<Vec<f32>>> {
+    use cdnet_shared::phantom::{PhantomClass, PhantomConfig, render};
+    let n = info.preprocess.input_size;
+    (0..count)
+        .map(|i| {
+            let class = PhantomClass::ALL[i % PhantomClass::ALL.len()];
+            let image = render(class, 1000 + i as u64, &PhantomConfig { size: 256, difficulty: 0.5 });
+            let gray = cdnet_shared::GrayImage::new(image.size, image.size, &image.pixels)?;
+            let mut plane = vec![0.0; n * n];
+            cdnet_shared::preprocess::preprocess_plane(&gray, &info.preprocess, &mut plane)?;
+            Ok(plane)
+        })
+        .collect()
+}
+
 /// Writes the two graphs and the card into `dir`.
 fn write_bundle(dir: &Path, backbone: &Graph, head: &Graph, card: &mut ModelCard) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -218,26 +234,28 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     write_bundle(&fp32_dir, &backbone, &head, &mut fp32_card)?;
     let fp32 = Pipeline::load(Bundle::open(&fp32_dir)?, Threads(1))?;
 
-    let mut parity_max_abs = None;
+    // Parity: burn's inference path against tract on the same bundle, on evaluation images or,
+    // without any, on phantom frames, so no bundle leaves unchecked.
+    let parity_planes: Vec<Vec<f32>> = match &evaluation {
+        Some((_, samples)) => samples.iter().take(16).map(|s| normalised(s, &info.preprocess.normalization)).collect(),
+        None => phantom_planes(&info, 4)?,
+    };
+    let refs: Vec<&[f32]> = parity_planes.iter().map(Vec::as_slice).collect();
+    let burn = predict(&model, &refs, n, &info.center_zoom, &device);
+    let mut worst = 0.0f32;
+    for (plane, b) in parity_planes.iter().zip(&burn) {
+        let t = fp32.infer_plane(plane)?;
+        for (x, y) in t.probabilities.iter().zip(&b.probabilities) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    if worst > 1e-3 {
+        bail!("the exported graph disagrees with burn by {worst} in probability; the export is wrong");
+    }
+    let parity_max_abs = Some(worst);
     let mut metrics_json = serde_json::Map::new();
     let mut final_metrics = None;
     if let Some((split, samples)) = &evaluation {
-        // Parity: burn's inference path against tract on the same bundle.
-        let check: Vec<&Sample> = samples.iter().take(16).collect();
-        let planes: Vec<Vec<f32>> = check.iter().map(|s| normalised(s, &info.preprocess.normalization)).collect();
-        let refs: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
-        let burn = predict(&model, &refs, n, &info.center_zoom, &device);
-        let mut worst = 0.0f32;
-        for (plane, b) in planes.iter().zip(&burn) {
-            let t = fp32.infer_plane(plane)?;
-            for (x, y) in t.probabilities.iter().zip(&b.probabilities) {
-                worst = worst.max((x - y).abs());
-            }
-        }
-        if worst > 1e-3 {
-            bail!("the exported graph disagrees with burn by {worst} in probability; the export is wrong");
-        }
-        parity_max_abs = Some(worst);
         let fp32_probabilities = run_bundle(&fp32, samples, &info)?;
         let fp32_metrics = metrics_of(&info, samples, &fp32_probabilities);
         metrics_json.insert("split".into(), serde_json::json!(split));

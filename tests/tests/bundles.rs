@@ -1,0 +1,132 @@
+//! Model bundles: the shipped demo bundles verify and are reproducible from their cards, int8
+//! agrees with fp32, damaged bundles are refused with the problem named, and the full-size b3
+//! graph exports and runs in tract.
+
+use burn::prelude::Device;
+use cdnet_edge::sim::Source;
+use cdnet_host::export::{ExportOptions, export};
+use cdnet_host::model::cdnet::CdnetConfig;
+use cdnet_host::model::efficientnet::EfficientNetConfig;
+use cdnet_host::model::saved::{ModelInfo, save};
+use cdnet_integration::shipped_bundle;
+use cdnet_shared::bundle::{Bundle, Precision};
+use cdnet_shared::labels::LabelSet;
+use cdnet_shared::runtime::{Pipeline, Threads};
+use cdnet_shared::{GrayImage, PreprocessConfig};
+use std::path::Path;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn shipped_demo_bundles_match_their_cards() {
+    for (name, precision) in [("demo-phantom", Precision::Fp32), ("demo-phantom-int8", Precision::Int8)] {
+        let bundle = Bundle::open(&shipped_bundle(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let card = &bundle.card;
+        assert_eq!(card.precision, precision);
+        assert_eq!(card.labels.names(), ["Normal", "IOT", "RD", "PSS", "VH"]);
+        // Reproducible: the card records the command, config and seed that trained it.
+        let command = card.training["command"].as_str().unwrap_or_default();
+        assert!(command.contains("train") && command.contains("configs/cpu-small.toml"), "{command}");
+        assert!(card.training["config"]["training"]["seed"].is_u64(), "no seed in {name}'s card");
+        assert!(card.metrics["fp32"]["accuracy"].as_f64().is_some_and(|a| a >= 0.95), "{name}: {}", card.metrics);
+    }
+}
+
+#[test]
+fn int8_bundle_gives_the_fp32_class() {
+    let fp32 = Pipeline::load(Bundle::open(&shipped_bundle("demo-phantom")).unwrap(), Threads(1)).unwrap();
+    let int8 = Pipeline::load(Bundle::open(&shipped_bundle("demo-phantom-int8")).unwrap(), Threads(1)).unwrap();
+    let frames = Source::Phantom { seed: 202, size: 256, difficulty: 0.5 }.frames(100).unwrap();
+    let mut same = 0;
+    for frame in &frames {
+        let image = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels).unwrap();
+        let (a, b) = (fp32.infer_image(&image).unwrap(), int8.infer_image(&image).unwrap());
+        same += usize::from(a.class == b.class);
+    }
+    assert!(same >= 98, "int8 gave the fp32 class on only {same}/100 frames");
+    // The card reports the cost on the evaluation split: at most one point of macro F1.
+    let card = &int8.bundle().card;
+    let drop = card.metrics["fp32"]["macro_f1"].as_f64().unwrap() - card.metrics["int8"]["macro_f1"].as_f64().unwrap();
+    assert!(drop <= 0.01, "int8 loses {drop:.3} macro F1");
+}
+
+#[test]
+fn damaged_bundles_are_refused_with_the_problem_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = shipped_bundle("demo-phantom");
+
+    let flipped = dir.path().join("flipped");
+    copy_dir(&shipped, &flipped);
+    let mut bytes = std::fs::read(flipped.join("backbone.onnx")).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(flipped.join("backbone.onnx"), bytes).unwrap();
+    let error = Bundle::open(&flipped).unwrap_err().to_string();
+    assert!(error.contains("backbone.onnx") && error.contains("sha256"), "{error}");
+
+    let missing = dir.path().join("missing");
+    copy_dir(&shipped, &missing);
+    std::fs::remove_file(missing.join("head.onnx")).unwrap();
+    let error = Bundle::open(&missing).unwrap_err().to_string();
+    assert!(error.contains("head.onnx") && error.contains("missing"), "{error}");
+
+    let labels = dir.path().join("labels");
+    copy_dir(&shipped, &labels);
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(labels.join("model.json")).unwrap()).unwrap();
+    card["labels"].as_array_mut().unwrap().pop();
+    std::fs::write(labels.join("model.json"), serde_json::to_vec(&card).unwrap()).unwrap();
+    let error = Pipeline::load(Bundle::open(&labels).unwrap(), Threads(1)).unwrap_err().to_string();
+    assert!(error.contains("head.onnx") && error.contains("4 labels"), "{error}");
+
+    let no_card = dir.path().join("no-card");
+    std::fs::create_dir_all(&no_card).unwrap();
+    assert!(Bundle::open(&no_card).unwrap_err().to_string().contains("no model.json"));
+}
+
+#[test]
+fn b3_at_224_exports_and_runs_in_tract() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CdnetConfig::new(EfficientNetConfig::b3(), 5).with_input_size(224);
+    let device = Device::flex();
+    let model = config.init(&device);
+    let info = ModelInfo {
+        format: 1,
+        cdnet: config,
+        labels: LabelSet::ocular(),
+        preprocess: PreprocessConfig { input_size: 224, ..Default::default() },
+        center_zoom: Default::default(),
+        training: serde_json::json!({ "note": "untrained b3, export test" }),
+    };
+    save(&model, &info, &dir.path().join("b3")).unwrap();
+    let bundle = dir.path().join("bundle");
+    let report = export(&ExportOptions {
+        model: dir.path().join("b3.bpk"),
+        out: bundle.clone(),
+        name: Some("b3-untrained".into()),
+        calibrate: None,
+        calibration_images: 0,
+        data: None,
+        refer_threshold: 0.6,
+        force: false,
+        command: "b3 export test".into(),
+    })
+    .unwrap();
+    assert!(report.parity_max_abs.is_some_and(|d| d <= 1e-4), "burn vs tract: {:?}", report.parity_max_abs);
+    let pipeline = Pipeline::load(Bundle::open(&bundle).unwrap(), Threads(1)).unwrap();
+    let card = &pipeline.bundle().card;
+    assert_eq!((card.preprocess.input_size, card.attention_side, card.feature_dim), (224, 7, 2048));
+    let frame = Source::Phantom { seed: 1, size: 256, difficulty: 0.5 }.frames(1).unwrap().remove(0);
+    let image = GrayImage::new(256, 256, &frame.pixels).unwrap();
+    let inference = pipeline.infer_image(&image).unwrap();
+    assert_eq!(inference.probabilities.len(), 5);
+    assert!((inference.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    assert_eq!(inference.attention.len(), 49);
+    assert!(inference.zoom_box.is_some());
+}

@@ -1,0 +1,305 @@
+//! The whole chain at tiny scale — phantom data → burn training → ONNX export (fp32 + int8) → tract
+//! on the edge over a pseudo-terminal → PNG screen — with each link's output checked, and the
+//! exported graphs checked against burn and against a second runtime (onnxruntime).
+
+use burn::prelude::Device;
+use cdnet_edge::display::PngDisplay;
+use cdnet_edge::link::SerialLink;
+use cdnet_edge::runner::{EdgeOptions, run};
+use cdnet_edge::screen::{AMBER, Layout, TEXT};
+use cdnet_edge::sim::{Faults, PtyProbe, SimOptions, Source, simulate};
+use cdnet_host::export::{ExportOptions, export};
+use cdnet_host::model::cdnet::Cdnet;
+use cdnet_host::model::infer::{Prediction, predict};
+use cdnet_host::model::saved::{self, ModelInfo};
+use cdnet_host::phantom::{PhantomConfig, WriteOptions, write_image_folder};
+use cdnet_host::train::config::TrainConfig;
+use cdnet_host::train::trainer::{Backend, TrainOptions, train};
+use cdnet_integration::{DiskFrame, data_dir, frames_under, python};
+use cdnet_shared::GrayImage;
+use cdnet_shared::bundle::Bundle;
+use cdnet_shared::preprocess::preprocess_plane;
+use cdnet_shared::runtime::{Pipeline, Threads};
+use cdnet_shared::zoom::{center_zoom_box, crop_and_resize};
+use embedded_graphics::pixelcolor::RgbColor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+const TINY: &str = r#"
+[model]
+backbone = "tiny"
+input_size = 64
+texture_channels = 32
+feature_dim = 64
+attention_maps = 8
+projection_hidden = 32
+projection_dim = 16
+[training]
+epochs = 2
+warmup_epochs = 1
+batch_size = 8
+eval_batch_size = 16
+regime = "two-stage"
+head_epochs = 1
+[optim]
+lr = 3e-3
+"#;
+
+struct Chain {
+    dir: PathBuf,
+    data: PathBuf,
+    run: PathBuf,
+    fp32: PathBuf,
+    int8: PathBuf,
+}
+
+/// Builds the chain once for all tests of this file.
+fn chain() -> &'static Chain {
+    static CHAIN: OnceLock<Chain> = OnceLock::new();
+    CHAIN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let data = dir.join("data");
+        write_image_folder(&WriteOptions {
+            out: data.clone(),
+            per_class: 8,
+            val_per_class: 0,
+            test_per_class: 3,
+            seed: 4,
+            config: PhantomConfig { size: 96, difficulty: 0.1 },
+            progress: false,
+        })
+        .unwrap();
+        std::fs::write(dir.join("tiny.toml"), TINY).unwrap();
+        let config = TrainConfig::load(Some(&dir.join("tiny.toml")), &[]).unwrap();
+        let run = dir.join("run");
+        train(
+            config,
+            &TrainOptions {
+                data: data.clone(),
+                out: run.clone(),
+                resume: false,
+                backend: Backend::Cpu,
+                progress: false,
+                command: "cdnet train (tests/chain.rs)".into(),
+            },
+        )
+        .unwrap();
+        let options = |out: &Path, calibrate: Option<PathBuf>| ExportOptions {
+            model: run.clone(),
+            out: out.to_path_buf(),
+            name: Some("chain".into()),
+            calibrate,
+            calibration_images: 16,
+            data: None,
+            refer_threshold: 0.6,
+            force: false,
+            command: "cdnet export (tests/chain.rs)".into(),
+        };
+        let fp32 = dir.join("bundle-fp32");
+        let int8 = dir.join("bundle-int8");
+        export(&options(&fp32, None)).unwrap();
+        export(&options(&int8, Some(data.join("train")))).unwrap();
+        Chain { dir, data, run, fp32, int8 }
+    })
+}
+
+fn plane(frame: &DiskFrame, info: &ModelInfo) -> Vec<f32> {
+    let n = info.preprocess.input_size;
+    let image = GrayImage::new(frame.width, frame.height, &frame.pixels).unwrap();
+    let mut plane = vec![0.0; n * n];
+    preprocess_plane(&image, &info.preprocess, &mut plane).unwrap();
+    plane
+}
+
+fn burn_predict(model: &Cdnet, info: &ModelInfo, plane: &[f32]) -> Prediction {
+    predict(model, &[plane], info.preprocess.input_size, &info.center_zoom, &Device::flex()).remove(0)
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn whole_chain_phantom_to_screen() {
+    let chain = chain();
+    // Link 1: the phantom set, five classes with masks.
+    for class in ["Normal", "IOT", "RD", "PSS", "VH"] {
+        let images = std::fs::read_dir(chain.data.join("train").join(class))
+            .unwrap()
+            .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "png")));
+        assert_eq!(images.count(), 8, "{class}");
+    }
+    // Link 2: training wrote its history, model and evaluation.
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(chain.run.join("history.json")).unwrap()).unwrap();
+    assert!(history.as_array().is_some_and(|h| h.len() >= 2), "{history}");
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(chain.run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["metrics"]["count"], 15);
+    // Link 3: both bundles verify, describe the model and carry metrics.
+    for bundle in [&chain.fp32, &chain.int8] {
+        let card = Bundle::open(bundle).unwrap().card;
+        assert_eq!(card.labels.len(), 5);
+        assert_eq!(card.preprocess.input_size, 64);
+        assert!(card.zoom_inference, "two-pass inference path expected");
+        assert!(card.metrics["fp32"]["accuracy"].is_number(), "{}", card.metrics);
+        assert!(card.training["command"].as_str().is_some_and(|c| c.contains("cdnet train")));
+    }
+    assert!(Bundle::open(&chain.int8).unwrap().card.metrics["int8"]["macro_f1"].is_number());
+
+    // Link 4: the edge over a pty answers every test image with what burn says on the host.
+    let (model, info) = saved::load(&chain.run, &Device::flex()).unwrap();
+    let screen = chain.dir.join("screen");
+    let link = chain.dir.join("probe");
+    let stop = Arc::new(AtomicBool::new(false));
+    let edge = {
+        let options = EdgeOptions {
+            bundle: chain.fp32.clone(),
+            threads: 1,
+            crop: None,
+            refer_threshold: None,
+            layout: Layout::Wide800x480,
+            heatmap_opacity: 0.5,
+            log: None,
+            max_results: None,
+            quiet_after: Duration::from_secs(3),
+        };
+        let display = PngDisplay::new(screen.clone(), (800, 480), Duration::from_millis(200)).unwrap();
+        let stop = stop.clone();
+        let link = Arc::new(SerialLink { path: link.clone(), baud: 115_200 });
+        std::thread::spawn(move || run(&options, link, Box::new(display), stop))
+    };
+    let test = chain.data.join("test");
+    let frames = Source::Files(test.clone()).frames(15).unwrap();
+    let sim = SimOptions {
+        frames: frames.clone(),
+        rate_hz: 0.0,
+        chunk: 1024,
+        faults: Faults::default(),
+        lockstep: true,
+        reply_timeout: Duration::from_secs(10),
+        unplug_after: None,
+        seed: 0,
+        verbose: false,
+        wait_ready: Duration::from_secs(20),
+    };
+    let (mut probe, halves) = PtyProbe::create(&link).unwrap();
+    let report = simulate(halves, &sim, Some(&mut probe)).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let summary = edge.join().unwrap().unwrap();
+    assert_eq!(report.results.len(), 15, "errors: {:?}", report.errors);
+    assert_eq!(summary.results, 15);
+    for result in &report.results {
+        let frame = &frames[result.seq as usize];
+        let disk = DiskFrame {
+            path: PathBuf::from(&frame.id),
+            width: frame.width as usize,
+            height: frame.height as usize,
+            pixels: frame.pixels.clone(),
+        };
+        let host = burn_predict(&model, &info, &plane(&disk, &info));
+        assert_eq!(result.class, host.class, "{}: edge {} vs host {}", frame.id, result.class, host.class);
+        assert!(max_abs(&result.probabilities, &host.probabilities) < 1e-4, "{}", frame.id);
+    }
+
+    // Link 5: the screen — a B-scan in the panel, a diagnosis beside it.
+    let png = image::open(screen.join("latest.png")).unwrap().to_rgb8();
+    assert_eq!((png.width(), png.height()), (800, 480));
+    let panel: Vec<u8> = (20..460)
+        .step_by(7)
+        .flat_map(|y| (20..460).step_by(7).map(move |x| (x, y)))
+        .map(|(x, y)| png.get_pixel(x, y)[0])
+        .collect();
+    let (lo, hi) = (panel.iter().min().unwrap(), panel.iter().max().unwrap());
+    assert!(hi - lo > 40, "the image panel is flat ({lo}..{hi}): no frame shown");
+    let title = (480..800)
+        .flat_map(|x| (10..40).map(move |y| (x, y)))
+        .filter(|&(x, y)| {
+            let p = png.get_pixel(x, y).0;
+            p == [TEXT.r(), TEXT.g(), TEXT.b()] || p == [AMBER.r(), AMBER.g(), AMBER.b()]
+        })
+        .count();
+    assert!(title > 40, "no class name on the screen");
+}
+
+#[test]
+fn burn_tract_and_onnxruntime_agree() {
+    let chain = chain();
+    let (model, info) = saved::load(&chain.run, &Device::flex()).unwrap();
+    let pipeline = Pipeline::load(Bundle::open(&chain.fp32).unwrap(), Threads(1)).unwrap();
+    let card = pipeline.bundle().card.clone();
+    let n = card.preprocess.input_size;
+    let mut frames = frames_under(&chain.data.join("test"), 15);
+    if let Some(busi) = data_dir("busi-mini") {
+        frames.extend(frames_under(&busi.join("images"), 6));
+    }
+    let mut cases = Vec::new();
+    let mut expected = Vec::new();
+    for frame in &frames {
+        let plane = plane(frame, &info);
+        let host = burn_predict(&model, &info, &plane);
+        let edge = pipeline.infer_plane(&plane).unwrap();
+        let name = frame.path.display();
+        assert!(max_abs(&host.probabilities, &edge.probabilities) <= 1e-4, "{name}: burn vs tract probabilities");
+        assert!(max_abs(&host.attention, &edge.attention) <= 1e-4, "{name}: burn vs tract heatmap");
+        assert_eq!(host.zoom_box, edge.zoom_box, "{name}: zoom box");
+        let rect = edge.zoom_box.expect("two-pass bundle");
+        let mut zoom = vec![0.0; n * n];
+        crop_and_resize(&plane, n, rect, &mut zoom).unwrap();
+        cases.push(serde_json::json!({ "global": plane, "zoom": zoom }));
+        expected.push(edge);
+    }
+    let Some(python) = python() else { return };
+    let script = cdnet_integration::root().join("tools/ort_check.py");
+    let ort = |bundle: &Path, cases: &[serde_json::Value]| -> serde_json::Value {
+        let input = chain.dir.join("ort-cases.json");
+        let output = chain.dir.join("ort-out.json");
+        std::fs::write(&input, serde_json::to_vec(&serde_json::json!({ "n": n, "cases": cases })).unwrap()).unwrap();
+        let status =
+            std::process::Command::new(&python).arg(&script).arg(bundle).arg(&input).arg(&output).status().unwrap();
+        assert!(status.success(), "onnxruntime failed on {}", bundle.display());
+        serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap()
+    };
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    let fp32 = ort(&chain.fp32, &cases);
+    for ((frame, edge), case) in frames.iter().zip(&expected).zip(fp32["cases"].as_array().unwrap()) {
+        let name = frame.path.display();
+        let probabilities = floats(&case["probabilities"]);
+        let attention = floats(&case["attention"]);
+        assert!(max_abs(&probabilities, &edge.probabilities) <= 1e-4, "{name}: onnxruntime vs tract probabilities");
+        assert!(max_abs(&attention, &edge.attention) <= 1e-4, "{name}: onnxruntime vs tract heatmap");
+        let side = case["attention_side"].as_u64().unwrap() as usize;
+        assert_eq!(
+            center_zoom_box(&attention, side, side, n, &card.center_zoom).ok(),
+            edge.zoom_box,
+            "{name}: zoom box"
+        );
+    }
+    // The int8 graph is standard ONNX too: onnxruntime runs it and agrees with tract's integer kernels.
+    let int8 = Pipeline::load(Bundle::open(&chain.int8).unwrap(), Threads(1)).unwrap();
+    let mut int8_cases = Vec::new();
+    let mut int8_expected = Vec::new();
+    for frame in &frames {
+        let plane = plane(frame, &info);
+        let tract = int8.infer_plane(&plane).unwrap();
+        let mut zoom = vec![0.0; n * n];
+        crop_and_resize(&plane, n, tract.zoom_box.expect("two-pass bundle"), &mut zoom).unwrap();
+        int8_cases.push(serde_json::json!({ "global": plane, "zoom": zoom }));
+        int8_expected.push(tract);
+    }
+    let ort_int8 = ort(&chain.int8, &int8_cases);
+    for (tract, got) in int8_expected.iter().zip(ort_int8["cases"].as_array().unwrap()) {
+        let probabilities = floats(&got["probabilities"]);
+        assert!((probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        assert!(
+            max_abs(&probabilities, &tract.probabilities) < 1e-2,
+            "int8: onnxruntime {probabilities:?} vs tract {:?}",
+            tract.probabilities
+        );
+    }
+}
