@@ -7,9 +7,11 @@
 //! * [`display`]: where it is shown (Linux framebuffer, PNG snapshots, nowhere).
 //! * [`session_log`]: the durable, rotated record of every result.
 //! * [`sim`]: the probe simulator behind `cdnet-probe-sim`.
+//! * [`memory`]: allocator tuning that keeps the load-time peak off the board's RAM.
 
 pub mod display;
 pub mod link;
+pub mod memory;
 pub mod runner;
 pub mod screen;
 pub mod session_log;

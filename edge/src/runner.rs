@@ -137,6 +137,7 @@ pub fn run(
         bundle.card.refer_threshold = threshold;
     }
     let pipeline = Pipeline::load(bundle, Threads(options.threads.max(1)))?;
+    crate::memory::loading_done();
     let card = pipeline.bundle().card.clone();
     let labels: Vec<String> =
         (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect();

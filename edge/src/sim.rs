@@ -234,7 +234,7 @@ pub trait Unplug {
 
 enum Reply {
     Ready(Ready),
-    Result(InferenceResult),
+    Result(Box<InferenceResult>),
     Error(ErrorReport),
     DecodeErrors(u64),
 }
@@ -261,7 +261,7 @@ fn spawn_reader(mut reader: Box<dyn Read + Send>, stop: Arc<AtomicBool>) -> Rece
                 rest = &rest[used..];
                 let reply = match event {
                     Some(Ok(Message::Ready(r))) => Some(Reply::Ready(r)),
-                    Some(Ok(Message::Result(r))) => Some(Reply::Result(r)),
+                    Some(Ok(Message::Result(r))) => Some(Reply::Result(Box::new(r))),
                     Some(Ok(Message::Error(e))) => Some(Reply::Error(e)),
                     _ => None,
                 };

@@ -129,4 +129,11 @@ fn b3_at_224_exports_and_runs_in_tract() {
     assert!((inference.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4);
     assert_eq!(inference.attention.len(), 49);
     assert!(inference.zoom_box.is_some());
+    // Benchmarks want this bundle and model (docs/performance.md): keep copies when asked.
+    if let Some(keep) = std::env::var_os("CDNET_KEEP_B3_BUNDLE") {
+        let keep = std::path::PathBuf::from(keep);
+        copy_dir(&bundle, &keep.join("bundle"));
+        std::fs::copy(dir.path().join("b3.bpk"), keep.join("b3.bpk")).unwrap();
+        std::fs::copy(dir.path().join("b3.json"), keep.join("b3.json")).unwrap();
+    }
 }

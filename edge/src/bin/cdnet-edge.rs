@@ -261,6 +261,7 @@ fn command_render(args: RenderArgs) -> Result<()> {
 }
 
 fn main() {
+    cdnet_edge::memory::map_large_blocks_while_loading();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

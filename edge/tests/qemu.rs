@@ -1,0 +1,40 @@
+//! The aarch64 build of `cdnet-edge` (what ships to the boards), run under `qemu-aarch64`, must
+//! classify a phantom frame with the shipped demo bundle exactly as the x86 build does.
+//! `.ci/run` cross-builds it first (`cargo build --profile dist --target aarch64-unknown-linux-gnu
+//! -p cdnet-edge`); without that build or qemu the test says so and skips.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn check(command: &mut Command) -> serde_json::Value {
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo-phantom");
+    let output =
+        command.args(["check", "--seed", "11", "--model"]).arg(bundle).env("RUST_LOG", "error").output().unwrap();
+    assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn aarch64_build_under_qemu_matches_x86() {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
+    let arm = target.join("aarch64-unknown-linux-gnu/dist/cdnet-edge");
+    let qemu = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("qemu-aarch64")).find(|q| q.is_file()));
+    let (true, Some(qemu)) = (arm.is_file(), qemu) else {
+        eprintln!(
+            "skipped: needs {} (cargo build --profile dist --target aarch64-unknown-linux-gnu -p cdnet-edge) and qemu-aarch64 (apt install qemu-user)",
+            arm.display()
+        );
+        return;
+    };
+    let x86 = check(&mut Command::new(env!("CARGO_BIN_EXE_cdnet-edge")));
+    let arm = check(Command::new(qemu).args(["-L", "/usr/aarch64-linux-gnu"]).arg(&arm));
+    assert_eq!(arm["class"], x86["class"]);
+    assert_eq!(arm["zoom_box"], x86["zoom_box"]);
+    let probabilities = |v: &serde_json::Value| -> Vec<f64> {
+        v["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect()
+    };
+    let worst = probabilities(&arm).iter().zip(probabilities(&x86)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst <= 1e-4, "aarch64 and x86 probabilities differ by {worst}");
+}
