@@ -191,7 +191,7 @@ fn command_run(args: RunArgs) -> Result<()> {
         });
     }
     let link = Arc::new(SerialLink { path: args.port.clone(), baud: args.baud });
-    tracing::info!("serving {} on {}", args.model.display(), args.port.display());
+    tracing::info!("loading {} for the probe on {}", args.model.display(), args.port.display());
     let summary = run(&options, link, display, stop)?;
     let json = serde_json::to_string_pretty(&summary)?;
     if let Some(path) = &args.summary {
