@@ -36,11 +36,32 @@ impl Drop for Sshd {
     }
 }
 
-/// The edge binaries, built in the test profile (already there after `cargo test --workspace`).
+/// Newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> std::time::SystemTime {
+    let mut latest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let time =
+            if path.is_dir() { newest(&path) } else { entry.metadata().and_then(|m| m.modified()).unwrap_or(latest) };
+        latest = latest.max(time);
+    }
+    latest
+}
+
+/// The edge binaries of the test profile. `cargo test --workspace` has just built them (for the
+/// edge's own tests); building them again with `-p cdnet-edge` alone would resolve features
+/// differently and recompile tract, so they are rebuilt only when missing or older than the source.
 fn edge_binaries() -> PathBuf {
-    run(Command::new(env!("CARGO")).current_dir(root()).args(["build", "-p", "cdnet-edge", "--bins"]));
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    target.join("debug")
+    let dir = target.join("debug");
+    let source = newest(&root().join("edge/src")).max(newest(&root().join("shared/src")));
+    let fresh = ["cdnet-edge", "cdnet-probe-sim"]
+        .iter()
+        .all(|b| std::fs::metadata(dir.join(b)).and_then(|m| m.modified()).is_ok_and(|built| built >= source));
+    if !fresh {
+        run(Command::new(env!("CARGO")).current_dir(root()).args(["build", "-p", "cdnet-edge", "--bins"]));
+    }
+    dir
 }
 
 fn xtask() -> Command {
