@@ -52,17 +52,7 @@ fn main() {
         let link = dir.path().join("probe");
         let stop = Arc::new(AtomicBool::new(false));
         let edge = {
-            let options = EdgeOptions {
-                bundle: bundle.clone(),
-                threads: 1,
-                crop: None,
-                refer_threshold: None,
-                layout: Layout::Wide800x480,
-                heatmap_opacity: 0.5,
-                log: None,
-                max_results: None,
-                quiet_after: Duration::from_secs(3),
-            };
+            let options = EdgeOptions::new(bundle.clone());
             let stop = stop.clone();
             let link = Arc::new(SerialLink { path: link.clone(), baud: 921_600 });
             std::thread::spawn(move || run(&options, link, Box::new(NoDisplay { size: (800, 480) }), stop))

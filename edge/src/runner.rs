@@ -60,6 +60,24 @@ pub struct EdgeOptions {
     pub quiet_after: Duration,
 }
 
+impl EdgeOptions {
+    /// Defaults for `bundle`: one tract thread, the card's crop and refer threshold, the 800×480
+    /// layout, heatmap opacity 0.55, no session log, run until stopped, probe gone after 3 s silence.
+    pub fn new(bundle: PathBuf) -> Self {
+        EdgeOptions {
+            bundle,
+            threads: 1,
+            crop: None,
+            refer_threshold: None,
+            layout: Layout::Wide800x480,
+            heatmap_opacity: 0.55,
+            log: None,
+            max_results: None,
+            quiet_after: Duration::from_secs(3),
+        }
+    }
+}
+
 /// Counters of a run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct EdgeSummary {

@@ -6,7 +6,6 @@
 use cdnet_edge::display::NoDisplay;
 use cdnet_edge::link::SerialLink;
 use cdnet_edge::runner::{EdgeOptions, EdgeSummary, run};
-use cdnet_edge::screen::Layout;
 use cdnet_edge::sim::{Faults, PtyProbe, SimOptions, SimReport, Source, SourceFrame, resized, simulate};
 use cdnet_shared::GrayImage;
 use cdnet_shared::bundle::Bundle;
@@ -22,17 +21,7 @@ fn bundle() -> PathBuf {
 }
 
 fn options(log: Option<PathBuf>) -> EdgeOptions {
-    EdgeOptions {
-        bundle: bundle(),
-        threads: 1,
-        crop: None,
-        refer_threshold: None,
-        layout: Layout::Wide800x480,
-        heatmap_opacity: 0.5,
-        log: log.map(|dir| (dir, 1 << 20, false)),
-        max_results: None,
-        quiet_after: Duration::from_secs(3),
-    }
+    EdgeOptions { heatmap_opacity: 0.5, log: log.map(|dir| (dir, 1 << 20, false)), ..EdgeOptions::new(bundle()) }
 }
 
 fn sim_options(frames: Vec<SourceFrame>) -> SimOptions {

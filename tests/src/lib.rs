@@ -1,7 +1,6 @@
 //! Helpers of the cross-crate tests in `tests/tests/`: where things are, the optional Python
-//! runtime, and frames read the way the edge reads them.
+//! runtime and data sets.
 
-use cdnet_shared::imageio::{file_kind, read_gray_frames};
 use std::path::{Path, PathBuf};
 
 /// The workspace root.
@@ -38,46 +37,4 @@ pub fn data_dir(name: &str) -> Option<PathBuf> {
             None
         }
     }
-}
-
-/// One 8-bit frame from disk.
-#[derive(Debug, Clone)]
-pub struct DiskFrame {
-    /// File.
-    pub path: PathBuf,
-    /// Width.
-    pub width: usize,
-    /// Height.
-    pub height: usize,
-    /// Gray pixels.
-    pub pixels: Vec<u8>,
-}
-
-/// The first frame of every image under `dir` (recursively, skipping `masks/` folders), sorted by
-/// path, at most `limit`.
-pub fn frames_under(dir: &Path, limit: usize) -> Vec<DiskFrame> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                if path.file_name().is_some_and(|n| n != "masks") {
-                    walk(&path, out);
-                }
-            } else if file_kind(&path).is_some() && !path.to_string_lossy().contains("_mask") {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    files.sort();
-    files
-        .into_iter()
-        .take(limit)
-        .filter_map(|path| {
-            let frame = read_gray_frames(&path).ok()?.into_iter().next()?;
-            Some(DiskFrame { width: frame.width as usize, height: frame.height as usize, pixels: frame.pixels, path })
-        })
-        .collect()
 }

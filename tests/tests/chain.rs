@@ -6,8 +6,8 @@ use burn::prelude::Device;
 use cdnet_edge::display::PngDisplay;
 use cdnet_edge::link::SerialLink;
 use cdnet_edge::runner::{EdgeOptions, run};
-use cdnet_edge::screen::{AMBER, Layout, TEXT};
-use cdnet_edge::sim::{Faults, PtyProbe, SimOptions, Source, simulate};
+use cdnet_edge::screen::{AMBER, TEXT};
+use cdnet_edge::sim::{Faults, PtyProbe, SimOptions, Source, SourceFrame, simulate};
 use cdnet_host::export::{ExportOptions, export};
 use cdnet_host::model::cdnet::Cdnet;
 use cdnet_host::model::infer::{Prediction, predict};
@@ -15,7 +15,7 @@ use cdnet_host::model::saved::{self, ModelInfo};
 use cdnet_host::phantom::{PhantomConfig, WriteOptions, write_image_folder};
 use cdnet_host::train::config::TrainConfig;
 use cdnet_host::train::trainer::{Backend, TrainOptions, train};
-use cdnet_integration::{DiskFrame, data_dir, frames_under, python};
+use cdnet_integration::{data_dir, python};
 use cdnet_shared::GrayImage;
 use cdnet_shared::bundle::Bundle;
 use cdnet_shared::preprocess::preprocess_plane;
@@ -105,9 +105,9 @@ fn chain() -> &'static Chain {
     })
 }
 
-fn plane(frame: &DiskFrame, info: &ModelInfo) -> Vec<f32> {
+fn plane(frame: &SourceFrame, info: &ModelInfo) -> Vec<f32> {
     let n = info.preprocess.input_size;
-    let image = GrayImage::new(frame.width, frame.height, &frame.pixels).unwrap();
+    let image = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels).unwrap();
     let mut plane = vec![0.0; n * n];
     preprocess_plane(&image, &info.preprocess, &mut plane).unwrap();
     plane
@@ -156,17 +156,7 @@ fn whole_chain_phantom_to_screen() {
     let link = chain.dir.join("probe");
     let stop = Arc::new(AtomicBool::new(false));
     let edge = {
-        let options = EdgeOptions {
-            bundle: chain.fp32.clone(),
-            threads: 1,
-            crop: None,
-            refer_threshold: None,
-            layout: Layout::Wide800x480,
-            heatmap_opacity: 0.5,
-            log: None,
-            max_results: None,
-            quiet_after: Duration::from_secs(3),
-        };
+        let options = EdgeOptions { heatmap_opacity: 0.5, ..EdgeOptions::new(chain.fp32.clone()) };
         let display = PngDisplay::new(screen.clone(), (800, 480), Duration::from_millis(200)).unwrap();
         let stop = stop.clone();
         let link = Arc::new(SerialLink { path: link.clone(), baud: 115_200 });
@@ -194,13 +184,7 @@ fn whole_chain_phantom_to_screen() {
     assert_eq!(summary.results, 15);
     for result in &report.results {
         let frame = &frames[result.seq as usize];
-        let disk = DiskFrame {
-            path: PathBuf::from(&frame.id),
-            width: frame.width as usize,
-            height: frame.height as usize,
-            pixels: frame.pixels.clone(),
-        };
-        let host = burn_predict(&model, &info, &plane(&disk, &info));
+        let host = burn_predict(&model, &info, &plane(frame, &info));
         assert_eq!(result.class, host.class, "{}: edge {} vs host {}", frame.id, result.class, host.class);
         assert!(max_abs(&result.probabilities, &host.probabilities) < 1e-4, "{}", frame.id);
     }
@@ -232,9 +216,9 @@ fn burn_tract_and_onnxruntime_agree() {
     let pipeline = Pipeline::load(Bundle::open(&chain.fp32).unwrap(), Threads(1)).unwrap();
     let card = pipeline.bundle().card.clone();
     let n = card.preprocess.input_size;
-    let mut frames = frames_under(&chain.data.join("test"), 15);
+    let mut frames = Source::Files(chain.data.join("test")).frames(15).unwrap();
     if let Some(busi) = data_dir("busi-mini") {
-        frames.extend(frames_under(&busi.join("images"), 6));
+        frames.extend(Source::Files(busi.join("images")).frames(6).unwrap());
     }
     let mut cases = Vec::new();
     let mut expected = Vec::new();
@@ -242,7 +226,7 @@ fn burn_tract_and_onnxruntime_agree() {
         let plane = plane(frame, &info);
         let host = burn_predict(&model, &info, &plane);
         let edge = pipeline.infer_plane(&plane).unwrap();
-        let name = frame.path.display();
+        let name = &frame.id;
         assert!(max_abs(&host.probabilities, &edge.probabilities) <= 1e-4, "{name}: burn vs tract probabilities");
         assert!(max_abs(&host.attention, &edge.attention) <= 1e-4, "{name}: burn vs tract heatmap");
         assert_eq!(host.zoom_box, edge.zoom_box, "{name}: zoom box");
@@ -268,7 +252,7 @@ fn burn_tract_and_onnxruntime_agree() {
     };
     let fp32 = ort(&chain.fp32, &cases);
     for ((frame, edge), case) in frames.iter().zip(&expected).zip(fp32["cases"].as_array().unwrap()) {
-        let name = frame.path.display();
+        let name = &frame.id;
         let probabilities = floats(&case["probabilities"]);
         let attention = floats(&case["attention"]);
         assert!(max_abs(&probabilities, &edge.probabilities) <= 1e-4, "{name}: onnxruntime vs tract probabilities");

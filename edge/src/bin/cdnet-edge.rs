@@ -9,6 +9,7 @@ use cdnet_edge::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, re
 use cdnet_edge::sim::Source;
 use cdnet_shared::CropProfile;
 use cdnet_shared::GrayImage;
+use cdnet_shared::runtime::{Inference, Pipeline};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,8 +83,9 @@ struct RunArgs {
     summary: Option<PathBuf>,
 }
 
+/// The bundle and the frame `check` and `render` classify.
 #[derive(clap::Args, Debug)]
-struct CheckArgs {
+struct FrameArgs {
     /// Model bundle folder.
     #[arg(long)]
     model: PathBuf,
@@ -96,16 +98,15 @@ struct CheckArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct CheckArgs {
+    #[command(flatten)]
+    frame: FrameArgs,
+}
+
+#[derive(clap::Args, Debug)]
 struct RenderArgs {
-    /// Model bundle folder.
-    #[arg(long)]
-    model: PathBuf,
-    /// Image (PNG/JPEG/DICOM) to classify; default: a phantom frame.
-    #[arg(long)]
-    image: Option<PathBuf>,
-    /// Phantom frame seed when no image is given.
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
+    #[command(flatten)]
+    frame: FrameArgs,
     /// Screen layout: 800x480 or 320x240.
     #[arg(long, default_value = "800x480")]
     layout: String,
@@ -152,14 +153,16 @@ fn open_display(spec: &str, layout: Layout) -> Result<Box<dyn Display>> {
     Ok(Box::new(FramebufferDisplay::open(path, size)?))
 }
 
-/// The frame `check` and `render` classify: the given image's first frame, or a phantom.
-fn load_frame(image: Option<&PathBuf>, seed: u64) -> Result<(String, u16, u16, Vec<u8>)> {
-    let source = match image {
+/// Verifies and loads the bundle and classifies the frame (the given image's first, or a phantom).
+fn classify(args: &FrameArgs) -> Result<(Pipeline, Inference, String, u16, u16, Vec<u8>)> {
+    let source = match &args.image {
         Some(path) => Source::Files(path.clone()),
-        None => Source::Phantom { seed, size: 256, difficulty: 0.5 },
+        None => Source::Phantom { seed: args.seed, size: 256, difficulty: 0.5 },
     };
     let frame = source.frames(1)?.remove(0);
-    Ok((frame.id, frame.width, frame.height, frame.pixels))
+    let image = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels)?;
+    let (pipeline, inference) = self_test(&args.model, &image)?;
+    Ok((pipeline, inference, frame.id, frame.width, frame.height, frame.pixels))
 }
 
 fn command_run(args: RunArgs) -> Result<()> {
@@ -167,7 +170,6 @@ fn command_run(args: RunArgs) -> Result<()> {
     let crop = args.crop_profile.as_deref().map(parse_crop).transpose()?;
     let display = open_display(&args.display, layout)?;
     let options = EdgeOptions {
-        bundle: args.model.clone(),
         threads: args.threads,
         crop,
         refer_threshold: args.refer_threshold,
@@ -175,7 +177,7 @@ fn command_run(args: RunArgs) -> Result<()> {
         heatmap_opacity: args.heatmap_opacity,
         log: args.log.clone().map(|dir| (dir, args.log_max_mib.max(1) * 1024 * 1024, args.log_frames)),
         max_results: args.max_results,
-        quiet_after: Duration::from_secs(3),
+        ..EdgeOptions::new(args.model.clone())
     };
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -212,10 +214,8 @@ fn command_run(args: RunArgs) -> Result<()> {
 }
 
 fn command_check(args: CheckArgs) -> Result<()> {
-    let (id, width, height, pixels) = load_frame(args.image.as_ref(), args.seed)?;
-    let image = GrayImage::new(width as usize, height as usize, &pixels)?;
     let start = Instant::now();
-    let (pipeline, inference) = self_test(&args.model, &image)?;
+    let (pipeline, inference, id, _, _, _) = classify(&args.frame)?;
     let card = &pipeline.bundle().card;
     let report = serde_json::json!({
         "ok": true,
@@ -235,9 +235,7 @@ fn command_check(args: CheckArgs) -> Result<()> {
 
 fn command_render(args: RenderArgs) -> Result<()> {
     let layout = parse_layout(&args.layout)?;
-    let (_, width, height, pixels) = load_frame(args.image.as_ref(), args.seed)?;
-    let image = GrayImage::new(width as usize, height as usize, &pixels)?;
-    let (pipeline, inference) = self_test(&args.model, &image)?;
+    let (pipeline, inference, _, width, height, pixels) = classify(&args.frame)?;
     let card = &pipeline.bundle().card;
     let state = ScreenState {
         model: card.name.clone(),

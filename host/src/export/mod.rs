@@ -24,6 +24,7 @@ use cdnet_shared::bundle::{
     BACKBONE_ATTENTION, BACKBONE_FEATURE, BACKBONE_INPUT, Bundle, CARD_FORMAT, HEAD_INPUT, HEAD_OUTPUT, ModelCard,
     Precision,
 };
+use cdnet_shared::postprocess::top_class;
 use cdnet_shared::runtime::{Pipeline, Threads};
 use onnx::Graph;
 use std::collections::BTreeMap;
@@ -121,8 +122,7 @@ fn run_bundle(pipeline: &Pipeline, samples: &[Sample], info: &ModelInfo) -> Resu
 
 fn metrics_of(info: &ModelInfo, samples: &[Sample], probabilities: &[Vec<f32>]) -> Metrics {
     let labels: Vec<usize> = samples.iter().map(|s| s.label).collect();
-    let predicted: Vec<usize> =
-        probabilities.iter().map(|p| p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b })).collect();
+    let predicted: Vec<usize> = probabilities.iter().map(|p| top_class(p).map_or(0, |(class, _)| class)).collect();
     compute(info.labels.names(), &labels, &predicted, probabilities)
 }
 
@@ -255,8 +255,9 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     let parity_max_abs = Some(worst);
     let mut metrics_json = serde_json::Map::new();
     let mut final_metrics = None;
+    let mut fp32_probabilities = Vec::new();
     if let Some((split, samples)) = &evaluation {
-        let fp32_probabilities = run_bundle(&fp32, samples, &info)?;
+        fp32_probabilities = run_bundle(&fp32, samples, &info)?;
         let fp32_metrics = metrics_of(&info, samples, &fp32_probabilities);
         metrics_json.insert("split".into(), serde_json::json!(split));
         metrics_json.insert("images".into(), serde_json::json!(samples.len()));
@@ -273,15 +274,9 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         if let Some((_, samples)) = &evaluation {
             let int8_probabilities = run_bundle(&int8, samples, &info)?;
             let int8_metrics = metrics_of(&info, samples, &int8_probabilities);
-            let fp32_probabilities = run_bundle(&fp32, samples, &info)?;
-            let agree = int8_probabilities
-                .iter()
-                .zip(&fp32_probabilities)
-                .filter(|(a, b)| {
-                    let top = |p: &Vec<f32>| p.iter().enumerate().fold(0, |m, (i, v)| if *v > p[m] { i } else { m });
-                    top(a) == top(b)
-                })
-                .count() as f64
+            let top = |p: &Vec<f32>| top_class(p).map(|(class, _)| class);
+            let agree = int8_probabilities.iter().zip(&fp32_probabilities).filter(|(a, b)| top(a) == top(b)).count()
+                as f64
                 / samples.len().max(1) as f64;
             metrics_json.insert("int8".into(), serde_json::to_value(&int8_metrics)?);
             metrics_json.insert("int8_same_class_as_fp32".into(), serde_json::json!(agree));
@@ -290,9 +285,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     } else {
         card = fp32_card;
     }
-    if let Some(max) = parity_max_abs {
-        card.export["parity_burn_vs_tract_max_abs"] = serde_json::json!(max);
-    }
+    card.export["parity_burn_vs_tract_max_abs"] = serde_json::json!(worst);
     card.metrics = serde_json::Value::Object(metrics_json);
     let files = [card.backbone.clone(), card.head.clone()];
     Bundle::write_card(&options.out, &mut card, &[&files[0], &files[1]])?;

@@ -231,7 +231,6 @@ pub fn quantize(graph: &Graph, fp32: &Pipeline, images: &[Vec<f32>]) -> Result<Q
         let channels = dims[0] as usize;
         let per_channel = w.len() / channels;
         let mut w_q = Vec::with_capacity(w.len());
-        let mut w_scales = Vec::with_capacity(channels);
         let mut b_q = Vec::with_capacity(channels);
         // One scale per tensor: tract fuses the requantisation into its integer kernel only then
         // (a per-channel scale costs separate passes that undo the gain).
@@ -239,7 +238,6 @@ pub fn quantize(graph: &Graph, fp32: &Pipeline, images: &[Vec<f32>]) -> Result<Q
         let scale = if tensor_max > 0.0 { tensor_max / 127.0 } else { 1.0 };
         for c in 0..channels {
             let row = &w[c * per_channel..(c + 1) * per_channel];
-            w_scales.push(scale);
             w_q.extend(row.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8 as u8));
             b_q.push((bias[c] as f64 / (x_scale as f64 * scale as f64)).round() as i32);
         }
@@ -255,7 +253,7 @@ pub fn quantize(graph: &Graph, fp32: &Pipeline, images: &[Vec<f32>]) -> Result<Q
             raw_data: w_q,
             ..Default::default()
         });
-        new_initializers.push(f32_tensor(&names("w_scale"), &[], &w_scales[..1]));
+        new_initializers.push(f32_tensor(&names("w_scale"), &[], &[scale]));
         new_initializers.push(TensorProto {
             name: names("w_zero"),
             dims: vec![],
