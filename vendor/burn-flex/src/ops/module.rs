@@ -2,14 +2,15 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{conv, conv_transpose, deform_conv, interpolate, pool};
+use crate::ops::{batch_norm, conv, conv_backward, conv_transpose, deform_conv, interpolate, pool};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
     ops::{
-        AttentionModuleOptions, ConvOptions, ConvTransposeOptions, DeformConv2dBackward,
-        DeformConvOptions, FloatTensorOps, IntTensorOps, InterpolateMode, InterpolateOptions,
-        MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps, conv::pad_asymmetric_conv_input,
+        AttentionModuleOptions, BatchNormTrain, BatchNormTrainBackward, ConvOptions,
+        ConvTransposeOptions, DeformConv2dBackward, DeformConvOptions, FloatTensorOps,
+        IntTensorOps, InterpolateMode, InterpolateOptions, MaxPool2dBackward, MaxPool2dWithIndices,
+        ModuleOps, conv::pad_asymmetric_conv_input,
     },
     tensor::{BoolTensor, FloatTensor, IntTensor},
 };
@@ -40,6 +41,21 @@ pub(crate) fn cast_from_f32<E: Element + Pod + Copy>(
     let half_data: alloc::vec::Vec<E> = data.iter().map(|&v| from_f32(v)).collect();
     let bytes = Bytes::from_elems(half_data);
     FlexTensor::new(bytes, Layout::contiguous(shape), E::dtype())
+}
+
+/// Runs an f32 kernel on half-precision tensors: widen the inputs, narrow the three results.
+fn half_via_f32<E: Element + Pod + Copy, const N: usize>(
+    inputs: [FlexTensor; N],
+    to_f32: fn(E) -> f32,
+    from_f32: fn(f32) -> E,
+    kernel: impl FnOnce([FlexTensor; N]) -> (FlexTensor, FlexTensor, FlexTensor),
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (a, b, c) = kernel(inputs.map(|t| cast_to_f32(t, to_f32)));
+    (
+        cast_from_f32(a, from_f32),
+        cast_from_f32(b, from_f32),
+        cast_from_f32(c, from_f32),
+    )
 }
 
 impl ModuleOps<Flex> for Flex {
@@ -73,6 +89,82 @@ impl ModuleOps<Flex> for Flex {
             DType::BF16 => conv::conv2d_bf16(x, weight, bias, &options),
             dtype => panic!("conv2d: unsupported dtype {:?}", dtype),
         }
+    }
+
+    fn conv2d_x_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        conv_backward::conv2d_x_backward(x, weight, output_grad, options)
+    }
+
+    fn conv2d_weight_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        conv_backward::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+
+    fn batch_norm_train(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        beta: FloatTensor<Flex>,
+        epsilon: f64,
+    ) -> BatchNormTrain<Flex> {
+        let (output, mean, variance) = match x.dtype() {
+            DType::F32 => batch_norm::train_forward::<f32>(x, gamma, beta, epsilon),
+            DType::F64 => batch_norm::train_forward::<f64>(x, gamma, beta, epsilon),
+            DType::F16 => half_via_f32(
+                [x, gamma, beta],
+                burn_std::f16::to_f32,
+                burn_std::f16::from_f32,
+                |[x, g, b]| batch_norm::train_forward::<f32>(x, g, b, epsilon),
+            ),
+            DType::BF16 => half_via_f32(
+                [x, gamma, beta],
+                burn_std::bf16::to_f32,
+                burn_std::bf16::from_f32,
+                |[x, g, b]| batch_norm::train_forward::<f32>(x, g, b, epsilon),
+            ),
+            dtype => panic!("batch_norm_train: unsupported dtype {:?}", dtype),
+        };
+        BatchNormTrain::new(output, mean, variance)
+    }
+
+    fn batch_norm_train_backward(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        mean: FloatTensor<Flex>,
+        variance: FloatTensor<Flex>,
+        epsilon: f64,
+        output_grad: FloatTensor<Flex>,
+    ) -> BatchNormTrainBackward<Flex> {
+        let (x_grad, gamma_grad, beta_grad) = match x.dtype() {
+            DType::F32 => {
+                batch_norm::train_backward::<f32>(x, gamma, mean, variance, epsilon, output_grad)
+            }
+            DType::F64 => {
+                batch_norm::train_backward::<f64>(x, gamma, mean, variance, epsilon, output_grad)
+            }
+            DType::F16 => half_via_f32(
+                [x, gamma, mean, variance, output_grad],
+                burn_std::f16::to_f32,
+                burn_std::f16::from_f32,
+                |[x, g, m, v, d]| batch_norm::train_backward::<f32>(x, g, m, v, epsilon, d),
+            ),
+            DType::BF16 => half_via_f32(
+                [x, gamma, mean, variance, output_grad],
+                burn_std::bf16::to_f32,
+                burn_std::bf16::from_f32,
+                |[x, g, m, v, d]| batch_norm::train_backward::<f32>(x, g, m, v, epsilon, d),
+            ),
+            dtype => panic!("batch_norm_train_backward: unsupported dtype {:?}", dtype),
+        };
+        BatchNormTrainBackward::new(x_grad, gamma_grad, beta_grad)
     }
 
     fn deform_conv2d(
