@@ -6,6 +6,7 @@
 //! 320×240 SPI TFT.
 
 use cdnet_shared::Rect;
+use cdnet_shared::heatmap::HeatmapGeometry;
 use cdnet_shared::postprocess::{heat_colour, quantize_heatmap};
 use cdnet_shared::resize::resize_bilinear;
 use cdnet_shared::runtime::Inference;
@@ -205,7 +206,9 @@ fn draw_frame(canvas: &mut Canvas, frame: &ShownFrame, state: &ScreenState, layo
     let mut heat = vec![0u8; side * side];
     if a > 0 {
         let mut up = vec![0.0f32; side * side];
-        if resize_bilinear(&inference.attention, a, a, Rect::full(a, a), &mut up, side, side).is_ok() {
+        let placed = HeatmapGeometry::new(a, state.input_size)
+            .and_then(|geometry| geometry.render(&inference.attention, side, side, &mut up));
+        if placed.is_ok() {
             quantize_heatmap(&up, &mut heat);
         }
     }

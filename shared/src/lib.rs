@@ -4,6 +4,8 @@
 //! * [`preprocess`]: device crop, grayscale, bilinear resize (PyTorch `align_corners=False`) and
 //!   normalisation, turning any 8-bit frame into the network input.
 //! * [`zoom`]: the test-time centre-zoom box computed from the attention map, and the crop it implies.
+//! * [`heatmap`]: where an attention cell lies in the image (TF-padding-corrected centres), the
+//!   one geometry behind the zoom box, the pointing game and every drawn heatmap.
 //! * [`postprocess`]: softmax, top class, heatmap quantisation.
 //! * [`protocol`]: the probe link: messages, packet framing (postcard + CRC-32 + COBS), a streaming
 //!   decoder that resynchronises after garbage, and frame chunking/reassembly.
@@ -30,6 +32,7 @@ extern crate std;
 #[cfg(feature = "bundle")]
 pub mod bundle;
 pub mod geometry;
+pub mod heatmap;
 #[cfg(feature = "files")]
 pub mod imageio;
 #[cfg(feature = "alloc")]

@@ -1,6 +1,6 @@
 //! Evaluation: the inference path over a set of samples → metrics, pointing game and report figures.
 
-use super::metrics::{Metrics, PointingGame, compute, pointing_hit};
+use super::metrics::{Metrics, PointingGame, compute};
 use super::report;
 use crate::data::Sample;
 use crate::model::Cdnet;
@@ -57,12 +57,11 @@ pub fn evaluate(
         .filter_map(|(i, s)| s.mask.as_ref().filter(|m| m.contains(&1)).map(|m| (i, m)))
         .collect();
     if !lesion_masks.is_empty() && predictions.first().is_some_and(|p| p.attention_side > 0) {
-        let hits = lesion_masks
-            .iter()
-            .filter(|(i, mask)| pointing_hit(&predictions[*i].attention, predictions[*i].attention_side, mask, n))
-            .count();
-        metrics.pointing_game =
-            Some(PointingGame { hits, total: lesion_masks.len(), score: hits as f64 / lesion_masks.len() as f64 });
+        let images = lesion_masks.iter().map(|(i, mask)| {
+            let p = &predictions[*i];
+            (p.attention.as_slice(), p.attention_side, mask.as_slice())
+        });
+        metrics.pointing_game = Some(PointingGame::score(images, n));
     }
     Evaluation { metrics, labels, predictions }
 }
@@ -172,7 +171,10 @@ pub fn summary(metrics: &Metrics) -> String {
         ));
     }
     if let Some(pg) = metrics.pointing_game {
-        out.push_str(&format!("pointing game {:.4} ({}/{} lesion images)\n", pg.score, pg.hits, pg.total));
+        out.push_str(&format!(
+            "pointing game {:.4} ({}/{} lesion images, {:.1} px tolerance); cell level {:.4} ({}/{})\n",
+            pg.score, pg.hits, pg.total, pg.tolerance_px, pg.cell_score, pg.cell_hits, pg.total
+        ));
     }
     out
 }

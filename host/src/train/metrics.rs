@@ -4,11 +4,15 @@
 //! (the mean of the per-class values); accuracy is overall (correct / total); AUC is one-vs-rest
 //! ROC-AUC on the softmax probabilities, macro-averaged over classes that have both positives and
 //! negatives (sklearn `roc_auc_score(multi_class="ovr", average="macro")`). A class that is never
-//! predicted has precision 0 (sklearn's `zero_division=0`). The pointing game counts a lesion image
-//! as a hit when the maximum of its upsampled attention map falls inside the lesion mask.
+//! predicted has precision 0 (sklearn's `zero_division=0`).
+//!
+//! The pointing game (Zhang et al., "Top-down neural attention by excitation backprop") counts a
+//! lesion image as a hit when the maximum of its heatmap lies within 15 pixels of the lesion mask
+//! at 224 px (the tolerance scales with the input side). The heatmap is the attention map placed
+//! on the image by [`cdnet_shared::heatmap`]. The cell-level score counts a hit when the peak
+//! cell's own `S × S` region overlaps the mask: it does not depend on interpolation.
 
-use cdnet_shared::Rect;
-use cdnet_shared::resize::resize_bilinear;
+use cdnet_shared::heatmap::HeatmapGeometry;
 use serde::{Deserialize, Serialize};
 
 /// Per-class figures.
@@ -33,12 +37,37 @@ pub struct ClassMetrics {
 /// Localisation score.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PointingGame {
-    /// Lesion images whose attention peak lies in the lesion.
+    /// Lesion images whose heatmap peak lies within the tolerance of the lesion.
     pub hits: usize,
     /// Lesion images scored.
     pub total: usize,
     /// hits / total.
     pub score: f64,
+    /// Tolerance used, in input pixels (15 at 224 px).
+    #[serde(default)]
+    pub tolerance_px: f64,
+    /// Lesion images whose peak cell's region overlaps the lesion.
+    #[serde(default)]
+    pub cell_hits: usize,
+    /// cell_hits / total.
+    #[serde(default)]
+    pub cell_score: f64,
+}
+
+impl PointingGame {
+    /// Scores `(attention map, cells per side, n × n lesion mask)` triples at input side `n`.
+    pub fn score<'a>(images: impl IntoIterator<Item = (&'a [f32], usize, &'a [u8])>, n: usize) -> Self {
+        let tolerance_px = pointing_tolerance(n);
+        let (mut hits, mut cell_hits, mut total) = (0, 0, 0);
+        for (attention, cells, mask) in images {
+            total += 1;
+            let Ok(geometry) = HeatmapGeometry::new(cells, n) else { continue };
+            hits += usize::from(pointing_hit(&geometry, attention, mask, tolerance_px));
+            cell_hits += usize::from(pointing_cell_hit(&geometry, attention, mask));
+        }
+        let rate = |h: usize| if total == 0 { 0.0 } else { h as f64 / total as f64 };
+        PointingGame { hits, total, score: rate(hits), tolerance_px, cell_hits, cell_score: rate(cell_hits) }
+    }
 }
 
 /// Everything reported for one evaluation.
@@ -159,14 +188,39 @@ pub fn roc_curve(scores: &[f32], positives: &[bool]) -> Vec<(f64, f64)> {
     points
 }
 
-/// Whether the attention peak, upsampled to `n × n` as the heatmap is, lies in the lesion.
-pub fn pointing_hit(attention: &[f32], side: usize, mask: &[u8], n: usize) -> bool {
-    let mut up = vec![0.0f32; n * n];
-    if side == 0 || resize_bilinear(attention, side, side, Rect::full(side, side), &mut up, n, n).is_err() {
+/// The standard 15-pixel tolerance at 224 px, scaled to an `n`-pixel input.
+pub fn pointing_tolerance(n: usize) -> f64 {
+    15.0 * n as f64 / 224.0
+}
+
+/// Whether the heatmap's peak pixel lies within `tolerance_px` of a lesion pixel of the `n × n`
+/// mask.
+pub fn pointing_hit(geometry: &HeatmapGeometry, attention: &[f32], mask: &[u8], tolerance_px: f64) -> bool {
+    let n = geometry.input_size();
+    let Ok((px, py)) = geometry.peak_pixel(attention) else { return false };
+    if mask.len() != n * n {
         return false;
     }
-    let peak = up.iter().enumerate().fold(0, |best, (i, v)| if *v > up[best] { i } else { best });
-    mask.get(peak).is_some_and(|&m| m != 0)
+    let reach = tolerance_px.floor() as usize;
+    let (y0, y1) = (py.saturating_sub(reach), (py + reach + 1).min(n));
+    let (x0, x1) = (px.saturating_sub(reach), (px + reach + 1).min(n));
+    (y0..y1).any(|y| {
+        (x0..x1).any(|x| {
+            let (dx, dy) = (x as f64 - px as f64, y as f64 - py as f64);
+            mask[y * n + x] != 0 && dx * dx + dy * dy <= tolerance_px * tolerance_px
+        })
+    })
+}
+
+/// Whether the region of the attention map's peak cell overlaps the lesion.
+pub fn pointing_cell_hit(geometry: &HeatmapGeometry, attention: &[f32], mask: &[u8]) -> bool {
+    let n = geometry.input_size();
+    let Ok((cx, cy)) = geometry.peak_cell(attention) else { return false };
+    if mask.len() != n * n {
+        return false;
+    }
+    let region = geometry.cell_region(cx, cy);
+    (region.y0..region.y1).any(|y| (region.x0..region.x1).any(|x| mask[y * n + x] != 0))
 }
 
 #[cfg(test)]
@@ -227,17 +281,34 @@ mod tests {
     }
 
     #[test]
-    fn pointing_game_uses_the_upsampled_peak() {
-        let mut att = [0.0f32; 4];
-        att[3] = 1.0; // bottom-right cell of 2×2
-        let mut mask = vec![0u8; 64];
-        for y in 4..8 {
-            for x in 4..8 {
-                mask[y * 8 + x] = 1;
+    fn pointing_game_standard_and_cell_level() {
+        // 7×7 map over 224 px; the lesion is a 20×20 square at [150, 170)².
+        let mut mask = vec![0u8; 224 * 224];
+        for y in 150..170 {
+            for x in 150..170 {
+                mask[y * 224 + x] = 1;
             }
         }
-        assert!(pointing_hit(&att, 2, &mask, 8));
-        att = [1.0, 0.0, 0.0, 0.0];
-        assert!(!pointing_hit(&att, 2, &mask, 8));
+        let geometry = HeatmapGeometry::new(7, 224).unwrap();
+        let mut att = [0.0f32; 49];
+        // Cell (4, 4) is centred on pixel 159: inside the lesion.
+        att[4 * 7 + 4] = 1.0;
+        assert!(pointing_hit(&geometry, &att, &mask, 15.0));
+        assert!(pointing_cell_hit(&geometry, &att, &mask));
+        // Cell (5, 5) is centred on 191: 21 px from the lesion edge (22 on the diagonal) — a miss at 15 px,
+        // though its region [176, 208)² does not overlap either.
+        att = [0.0; 49];
+        att[5 * 7 + 5] = 1.0;
+        assert!(!pointing_hit(&geometry, &att, &mask, 15.0));
+        assert!(!pointing_cell_hit(&geometry, &att, &mask));
+        // A peak 10 px right of the lesion (column 179, row 159) is a hit within the tolerance.
+        let tolerance_case = HeatmapGeometry::new(224, 224).unwrap();
+        let mut fine = vec![0.0f32; 224 * 224];
+        fine[159 * 224 + 179] = 1.0;
+        assert!(pointing_hit(&tolerance_case, &fine, &mask, 15.0));
+        assert!(!pointing_hit(&tolerance_case, &fine, &mask, 9.0));
+        let game = PointingGame::score([(&att[..], 7, &mask[..])], 224);
+        assert_eq!((game.hits, game.cell_hits, game.total), (0, 0, 1));
+        assert!((pointing_tolerance(160) - 15.0 * 160.0 / 224.0).abs() < 1e-12);
     }
 }
