@@ -1,7 +1,7 @@
 //! Time of one CDNet training step (global + two CMZ views = 3 backbone passes, forward and
 //! backward, HCD + heads, Adam update) on the CPU backend, and the process's peak RSS.
 //!
-//! `cargo bench -p cdnet-host --bench train_step -- [b0|b3|small|tiny] [batch] [size] [steps]`
+//! `cargo bench -p cdnet-host --bench train_step -- [b0|b3|lite0|small|tiny] [batch] [size] [steps]`
 //! Compare with `tools/torch_step_bench.py` (PyTorch + timm, same step). Figures: docs/performance.md.
 
 use burn::optim::{AdamConfig, GradientsParams};
@@ -31,6 +31,7 @@ fn main() {
     let steps: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(3);
     let backbone = match variant {
         "b3" => EfficientNetConfig::b3(),
+        "lite0" => EfficientNetConfig::lite0(),
         "small" => EfficientNetConfig::small(),
         "tiny" => EfficientNetConfig::tiny(),
         _ => EfficientNetConfig::b0(),
