@@ -5,7 +5,6 @@
 //! framebuffer, writes as a PNG, or drops. Layouts exist for an 800×480 panel (7" HDMI/DSI) and a
 //! 320×240 SPI TFT.
 
-use cdnet_shared::Rect;
 use cdnet_shared::heatmap::HeatmapGeometry;
 use cdnet_shared::postprocess::{heat_colour, quantize_heatmap};
 use cdnet_shared::resize::resize_bilinear;

@@ -4,6 +4,7 @@
 use cdnet_edge::display::{Display, PngDisplay};
 use cdnet_edge::screen::{AMBER, BOX, Canvas, GREEN, Layout, LinkStatus, RED, ScreenState, ShownFrame, TEXT, render};
 use cdnet_shared::Rect;
+use cdnet_shared::heatmap::HeatmapGeometry;
 use cdnet_shared::postprocess::heat_colour;
 use cdnet_shared::runtime::Inference;
 use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
@@ -70,9 +71,12 @@ fn check_layout(layout: Layout) {
     let canvas = draw(&state(2, 0.9, false, LinkStatus::Receiving), layout);
     let (px, py, side) = layout.image_panel();
     let (px, py, side) = (px as f32, py as f32, side as f32);
-    // Centre of attention cell (3, 0): full heat, blended at the configured opacity over the gray.
+    // Receptive-field centre of attention cell (3, 0), where shared::heatmap places it (TF padding:
+    // pixel S·i + S − 1, not the middle of the cell's square): full heat, blended at the configured
+    // opacity over the gray.
     let at = |cx: f32, cy: f32| canvas.pixel((px + side * cx) as u32, (py + side * cy) as u32);
-    let peak = at(3.5 / 4.0, 0.5 / 4.0);
+    let geometry = HeatmapGeometry::new(4, INPUT).unwrap();
+    let peak = at(geometry.cell_centre(3) / INPUT as f32, geometry.cell_centre(0) / INPUT as f32);
     let hot = heat_colour(255);
     let expected = hot.map(|c| (GRAY as f32 * (1.0 - OPACITY) + c as f32 * OPACITY) as u8);
     assert!(close(peak, expected, 8), "{layout:?}: peak pixel {peak:?}, expected about {expected:?}");

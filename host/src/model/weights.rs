@@ -139,7 +139,7 @@ pub fn load_efficientnet_pytorch_backbone(
             ("_project_conv", "project.conv"),
             ("_bn2", "project.bn"),
         ] {
-            store = store.with_key_remapping(format!(r"^_blocks\.{flat}\.{from}\.").as_str(), &format!("{to}{part}."));
+            store = store.with_key_remapping(format!(r"^_blocks\.{flat}\.{from}\."), format!("{to}{part}."));
         }
     }
     let mut backbone = backbone;
