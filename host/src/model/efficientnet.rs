@@ -4,8 +4,8 @@
 //! TF "SAME" padding (asymmetric for stride 2), BatchNorm ε = 1e-3, SiLU, squeeze-excitation from
 //! ¼ of the block's input channels, optional stochastic depth. The Lite variants (`lite0()` …
 //! `lite2()`) drop squeeze-excitation, use ReLU6 and keep the stem and the first and last stages
-//! unscaled, as Google's `efficientnet_lite_builder` does: friendlier to int8 and to tract. The network stops before the head
-//! conv and returns two taps: the last stride-16 block output (`feat14`, 136 channels for b3 at 224)
+//! unscaled, as Google's `efficientnet_lite_builder` does: friendlier to int8 and to tract.
+//! The network stops before the head conv and returns two taps: the last stride-16 block output (`feat14`, 136 channels for b3 at 224)
 //! and the last block output (`feat7`, 384 channels).
 
 use burn::module::Module;
