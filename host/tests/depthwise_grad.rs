@@ -78,8 +78,8 @@ fn burn_grads(
     let dims = y.dims();
     let g = Tensor::<4>::from_data(TensorData::new(g(dims), dims), &device);
     let grads = (y * g).sum().backward();
-    let dx = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
-    let dw = w_depthwise.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+    let dx = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+    let dw = w_depthwise.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
     (dx, dw)
 }
 
