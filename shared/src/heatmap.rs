@@ -87,12 +87,17 @@ impl HeatmapGeometry {
     /// The map's value at continuous input coordinates `(x, y)`.
     pub fn value_at(&self, map: &[f32], x: f32, y: f32) -> Result<f32, HeatmapError> {
         self.check(map)?;
+        Ok(self.sample(map, x, y))
+    }
+
+    /// [`value_at`](Self::value_at) on a map already checked to hold `cells²` values.
+    fn sample(&self, map: &[f32], x: f32, y: f32) -> f32 {
         let (c0, c1, tx) = self.neighbours(x);
         let (r0, r1, ty) = self.neighbours(y);
         let at = |r: usize, c: usize| map[r * self.cells + c];
         let top = at(r0, c0) + (at(r0, c1) - at(r0, c0)) * tx;
         let bottom = at(r1, c0) + (at(r1, c1) - at(r1, c0)) * tx;
-        Ok(top + (bottom - top) * ty)
+        top + (bottom - top) * ty
     }
 
     /// Calls `f(x, y, value)` for every pixel of a `width × height` picture of the whole input
@@ -109,7 +114,7 @@ impl HeatmapGeometry {
         for y in 0..height {
             let iy = (y as f32 + 0.5) * sy;
             for x in 0..width {
-                f(x, y, self.value_at(map, (x as f32 + 0.5) * sx, iy)?);
+                f(x, y, self.sample(map, (x as f32 + 0.5) * sx, iy));
             }
         }
         Ok(())
