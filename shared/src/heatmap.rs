@@ -128,17 +128,16 @@ impl HeatmapGeometry {
         self.for_each_pixel(map, width, height, |x, y, v| out[y * width + x] = v)
     }
 
-    /// The input pixel `(x, y)` where the heatmap is largest (the first one on ties, row-major);
-    /// NaN values never win.
+    /// The input pixel `(x, y)` where the heatmap is largest: the centre pixel of the peak cell.
+    ///
+    /// The bilinear heatmap takes its maximum at a cell centre, but it also holds the edge cells'
+    /// values flat out to the image border, so a row-major search would report the plateau's
+    /// first pixel (the image's left or top edge) for a peak in the first row or column, up to
+    /// `S − 1` pixels from where the network looked. The peak cell's centre is the point it names.
     pub fn peak_pixel(&self, map: &[f32]) -> Result<(usize, usize), HeatmapError> {
-        let mut best = (0, 0, f32::NEG_INFINITY);
-        let n = self.input_size;
-        self.for_each_pixel(map, n, n, |x, y, v| {
-            if v > best.2 {
-                best = (x, y, v);
-            }
-        })?;
-        Ok((best.0, best.1))
+        let (cx, cy) = self.peak_cell(map)?;
+        let centre_pixel = |i: usize| (self.stride() * i + self.stride() - 1).min(self.input_size - 1);
+        Ok((centre_pixel(cx), centre_pixel(cy)))
     }
 
     /// The cell `(cx, cy)` with the largest value (the first one on ties); NaN values never win.
@@ -187,6 +186,16 @@ mod tests {
         assert_eq!(g.value_at(&map, g.cell_centre(3), g.cell_centre(2)).unwrap(), 1.0);
         assert_eq!(g.peak_pixel(&map).unwrap(), (3 * 32 + 31, 2 * 32 + 31));
         assert_eq!(g.peak_cell(&map).unwrap(), (3, 2));
+        // A peak in the first column sits at its centre, not on the plateau's left edge.
+        let mut edge = [0.0f32; 49];
+        edge[4 * 7] = 1.0;
+        assert_eq!(g.peak_pixel(&edge).unwrap(), (31, 4 * 32 + 31));
+        let rendered = {
+            let mut out = std::vec![0.0f32; 224 * 224];
+            g.render(&edge, 224, 224, &mut out).unwrap();
+            out
+        };
+        assert_eq!(rendered[(4 * 32 + 31) * 224 + 31], 1.0, "the peak pixel carries the maximum");
     }
 
     #[test]
