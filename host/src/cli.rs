@@ -43,6 +43,17 @@ pub enum Command {
     Predict(PredictArgs),
     /// Export a trained model as an ONNX bundle for the edge (fp32, or int8 with --calibrate).
     Export(ExportArgs),
+    /// Bind a bundle's graphs to its card again: upgrade a bundle exported before card binding, or
+    /// accept a deliberate, reviewed edit of its model.json. The graphs must be unchanged.
+    Bind(BindArgs),
+}
+
+/// `cdnet bind`.
+#[derive(Debug, Args)]
+pub struct BindArgs {
+    /// The bundle folder (with model.json).
+    #[arg(long)]
+    pub bundle: PathBuf,
 }
 
 /// `cdnet export`.
@@ -219,7 +230,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => run_eval(args),
         Command::Predict(args) => run_predict(args),
         Command::Export(args) => run_export(args),
+        Command::Bind(args) => run_bind(args),
     }
+}
+
+fn run_bind(args: BindArgs) -> Result<()> {
+    let bundle = cdnet_shared::bundle::Bundle::bind(&args.bundle)?;
+    // The edge's own check: the graphs load in tract and agree with the card's shapes.
+    cdnet_shared::runtime::Pipeline::load(bundle.clone(), cdnet_shared::runtime::Threads(1))?;
+    let digest = bundle.card.digest().map_err(anyhow::Error::msg)?;
+    println!("bound {} to its card (card sha256 {digest})", args.bundle.display());
+    Ok(())
 }
 
 fn run_export(args: ExportArgs) -> Result<()> {

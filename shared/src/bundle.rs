@@ -8,7 +8,16 @@
 //! ```
 //!
 //! [`Bundle::open`] refuses a bundle whose files are missing, changed (sha256 or size) or whose card
-//! is inconsistent, with a message that names the problem.
+//! is inconsistent or out of range, with a message that names the problem.
+//!
+//! **Binding.** The card's hashes protect the graphs, but the card itself decides the answer (labels
+//! and their order, preprocessing, zoom, thresholds). So every graph carries, in its ONNX
+//! `metadata_props` under [`CARD_DIGEST_KEY`], the SHA-256 of the card's canonical form
+//! ([`ModelCard::digest`]: every field except `files`, keys sorted, no whitespace). The graphs'
+//! hashes in `files` then cover that stamp: an edited card no longer matches its graphs, an edited
+//! graph no longer matches the card, and either is refused before a frame is served. This catches
+//! any edit, corruption or mix-up of bundle files; it is not a signature against someone who
+//! rewrites all of them on purpose.
 
 use crate::labels::LabelSet;
 use crate::{CenterZoomParams, PreprocessConfig};
@@ -21,8 +30,10 @@ use std::vec::Vec;
 
 /// Card file name inside a bundle folder.
 pub const CARD_FILE: &str = "model.json";
-/// Card format version this code reads and writes.
-pub const CARD_FORMAT: u32 = 1;
+/// Card format version this code reads and writes (2: graphs stamped with the card digest).
+pub const CARD_FORMAT: u32 = 2;
+/// The ONNX `metadata_props` key under which each graph carries [`ModelCard::digest`].
+pub const CARD_DIGEST_KEY: &str = "cdnet.card_sha256";
 /// Input of the backbone graph.
 pub const BACKBONE_INPUT: &str = "image";
 /// Feature output of the backbone graph.
@@ -112,6 +123,19 @@ pub enum BundleError {
     /// A listed file is missing.
     #[error("bundle file {0} is missing; copy the whole bundle folder again")]
     MissingFile(PathBuf),
+    /// The card and a graph were not exported together (one was edited, or files were mixed).
+    #[error(
+        "model card {card} does not match its graph {graph}: {what}. The card was edited or the files \
+         come from different exports; copy the bundle again or re-export it (cdnet export)"
+    )]
+    Unbound {
+        /// The card.
+        card: PathBuf,
+        /// The graph.
+        graph: PathBuf,
+        /// Which digest differs.
+        what: String,
+    },
     /// A file changed since export.
     #[error("bundle file {path} was modified or damaged ({what}); re-export or copy the bundle again")]
     Tampered {
@@ -145,61 +169,171 @@ pub struct Bundle {
 }
 
 impl ModelCard {
-    /// Internal consistency (not the files).
+    /// Internal consistency and the range of every field that changes an answer (not the files).
+    /// Errors name the field.
     pub fn check(&self) -> Result<(), String> {
         if self.format != CARD_FORMAT {
-            return Err(std::format!("card format {} is not supported (this build reads {CARD_FORMAT})", self.format));
+            return Err(std::format!(
+                "format {} is not supported: this build reads format {CARD_FORMAT} (graphs bound to the card); \
+                 re-export the model with this version (cdnet export)",
+                self.format
+            ));
         }
         for (role, file) in [("backbone", &self.backbone), ("head", &self.head)] {
             if !self.files.contains_key(file) {
-                return Err(std::format!("the {role} graph {file} is not listed in files"));
+                return Err(std::format!("{role}: the graph {file} is not listed in files"));
             }
         }
-        if self.attention_side == 0 || self.feature_dim == 0 || self.preprocess.input_size == 0 {
-            return Err("attention_side, feature_dim and preprocess.input_size must be positive".into());
+        self.check_values()
+    }
+
+    /// The range of every field that changes an answer.
+    fn check_values(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("name is empty".into());
+        }
+        self.check_geometry()?;
+        let normalization = &self.preprocess.normalization;
+        if !(normalization.std.is_finite() && normalization.std > 0.0) {
+            return Err(std::format!("preprocess.normalization.std = {} must be a positive number", normalization.std));
+        }
+        if !(0.0..=1.0).contains(&normalization.mean) {
+            return Err(std::format!(
+                "preprocess.normalization.mean = {} must lie in 0…1 (pixels are scaled to 0…1 first)",
+                normalization.mean
+            ));
+        }
+        self.preprocess.crop.validate().map_err(|e| std::format!("preprocess.crop: {e}"))?;
+        if !(self.center_zoom.threshold > 0.0 && self.center_zoom.threshold <= 1.0) {
+            return Err(std::format!(
+                "center_zoom.threshold = {} must lie in (0, 1] (a fraction of the attention maximum)",
+                self.center_zoom.threshold
+            ));
+        }
+        if !(0.0..0.5).contains(&self.center_zoom.padding) {
+            return Err(std::format!(
+                "center_zoom.padding = {} must lie in [0, 0.5) (a fraction of the input side)",
+                self.center_zoom.padding
+            ));
         }
         if !(0.0..=1.0).contains(&self.refer_threshold) {
-            return Err(std::format!("refer_threshold {} is not a probability", self.refer_threshold));
+            return Err(std::format!("refer_threshold = {} must be a probability (0…1)", self.refer_threshold));
         }
-        self.preprocess.crop.validate().map_err(|e| e.to_string())
+        Ok(())
+    }
+
+    /// Input size, attention side and feature width agree with each other.
+    fn check_geometry(&self) -> Result<(), String> {
+        let n = self.preprocess.input_size;
+        if n < 32 || !n.is_multiple_of(32) || n > 4096 {
+            return Err(std::format!("preprocess.input_size = {n} must be a multiple of 32 between 32 and 4096"));
+        }
+        if self.attention_side != n / 32 {
+            return Err(std::format!(
+                "attention_side = {} must be preprocess.input_size / 32 = {}",
+                self.attention_side,
+                n / 32
+            ));
+        }
+        if self.feature_dim == 0 || self.feature_dim > 1 << 16 {
+            return Err(std::format!("feature_dim = {} must lie in 1…65536", self.feature_dim));
+        }
+        Ok(())
+    }
+
+    /// SHA-256 (hex) of the card's canonical form: every field but `files` (which hashes the graphs
+    /// that carry this digest), as JSON with object keys sorted and no whitespace. Numbers are
+    /// written from their parsed values, so re-serialising a card gives the same digest on every
+    /// build, whatever JSON map order a dependency enables.
+    pub fn digest(&self) -> Result<String, String> {
+        let mut value = serde_json::to_value(ModelCard { files: BTreeMap::new(), ..self.clone() })
+            .map_err(|e| std::format!("cannot serialise the card: {e}"))?;
+        if let Some(object) = value.as_object_mut() {
+            object.remove("files");
+        }
+        let mut canonical = String::new();
+        write_canonical(&value, &mut canonical);
+        Ok(sha256_hex(canonical.as_bytes()))
+    }
+}
+
+/// Canonical JSON: objects with keys sorted, no whitespace; scalars as serde_json writes them.
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
     }
 }
 
 impl Bundle {
     /// Reads and verifies the bundle in `dir`: card, file sizes and hashes.
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
-        let card_path = dir.join(CARD_FILE);
-        if !card_path.is_file() {
-            return Err(BundleError::NoCard(dir.to_path_buf()));
+        let (card_path, card) = read_card(dir)?;
+        card.check().map_err(|reason| BundleError::BadCard { path: card_path.clone(), reason })?;
+        verify_files(dir, &card, &card_path)?;
+        let bundle = Bundle { dir: dir.to_path_buf(), card };
+        bundle.check_binding(&card_path)?;
+        Ok(bundle)
+    }
+
+    /// Binds a bundle whose graphs are intact to the card it has now: the upgrade of a format-1
+    /// bundle (exported before binding), or the deliberate, reviewed edit of a card field. The
+    /// listed files must still match the card's hashes, every field must be in range; then the
+    /// graphs are stamped, the card rewritten as the current format, and the bundle reopened.
+    pub fn bind(dir: &Path) -> Result<Bundle, BundleError> {
+        let (card_path, mut card) = read_card(dir)?;
+        verify_files(dir, &card, &card_path)?;
+        card.format = CARD_FORMAT;
+        card.check().map_err(|reason| BundleError::BadCard { path: card_path.clone(), reason })?;
+        let files: Vec<String> = card.files.keys().cloned().collect();
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        Bundle::write_card(dir, &mut card, &names)?;
+        Bundle::open(dir)
+    }
+
+    /// Both graphs carry the digest of this card.
+    fn check_binding(&self, card_path: &Path) -> Result<(), BundleError> {
+        let want =
+            self.card.digest().map_err(|reason| BundleError::BadCard { path: card_path.to_path_buf(), reason })?;
+        for file in [&self.card.backbone, &self.card.head] {
+            let graph = self.file(file);
+            let bytes = std::fs::read(&graph).map_err(|source| BundleError::Io { path: graph.clone(), source })?;
+            let unbound =
+                |what: String| BundleError::Unbound { card: card_path.to_path_buf(), graph: graph.clone(), what };
+            let stamped = crate::onnx_metadata::get(&bytes, CARD_DIGEST_KEY).map_err(|e| unbound(e.to_string()))?;
+            match stamped {
+                Some(got) if got == want => {}
+                Some(got) => {
+                    return Err(unbound(std::format!("the graph was exported with card {got}, this card is {want}")));
+                }
+                None => return Err(unbound(std::format!("the graph carries no single {CARD_DIGEST_KEY} entry"))),
+            }
         }
-        let text = std::fs::read(&card_path).map_err(|source| BundleError::Io { path: card_path.clone(), source })?;
-        let bad = |reason: String| BundleError::BadCard { path: card_path.clone(), reason };
-        let card: ModelCard = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
-        card.check().map_err(bad)?;
-        for (name, expected) in &card.files {
-            if name.contains('/') || name.contains('\\') || name == ".." {
-                return Err(bad(std::format!("file name {name:?} must be a plain name inside the bundle")));
-            }
-            let path = dir.join(name);
-            if !path.is_file() {
-                return Err(BundleError::MissingFile(path));
-            }
-            let bytes = std::fs::read(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
-            if bytes.len() as u64 != expected.bytes {
-                return Err(BundleError::Tampered {
-                    path,
-                    what: std::format!("{} bytes, the card says {}", bytes.len(), expected.bytes),
-                });
-            }
-            let actual = sha256_hex(&bytes);
-            if actual != expected.sha256 {
-                return Err(BundleError::Tampered {
-                    path,
-                    what: std::format!("sha256 {actual}, the card says {}", expected.sha256),
-                });
-            }
-        }
-        Ok(Bundle { dir: dir.to_path_buf(), card })
+        Ok(())
     }
 
     /// Path of a bundle file.
@@ -207,18 +341,79 @@ impl Bundle {
         self.dir.join(name)
     }
 
-    /// Writes `card` into `dir` after filling in the hashes of the listed files.
+    /// Writes `card` into `dir`: stamps both graphs with the card's digest (replacing an earlier
+    /// stamp), then fills in the hashes of the listed files and writes the card. Call it again after
+    /// any change to the card.
     pub fn write_card(dir: &Path, card: &mut ModelCard, files: &[&str]) -> Result<(), BundleError> {
+        let path = dir.join(CARD_FILE);
+        let bad = |reason: String| BundleError::BadCard { path: path.clone(), reason };
+        card.check_values().map_err(bad)?;
+        let digest = card.digest().map_err(bad)?;
+        for graph in [&card.backbone, &card.head] {
+            let graph = dir.join(graph);
+            let bytes = std::fs::read(&graph).map_err(|source| BundleError::Io { path: graph.clone(), source })?;
+            let stamped = crate::onnx_metadata::set(&bytes, CARD_DIGEST_KEY, &digest)
+                .map_err(|e| BundleError::Tampered { path: graph.clone(), what: e.to_string() })?;
+            write_atomically(&graph, &stamped)?;
+        }
         card.files.clear();
         for name in files {
             let path = dir.join(name);
             let bytes = std::fs::read(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
             card.files.insert(name.to_string(), FileCard { sha256: sha256_hex(&bytes), bytes: bytes.len() as u64 });
         }
-        let path = dir.join(CARD_FILE);
         let mut text: Vec<u8> = serde_json::to_vec_pretty(card)
             .map_err(|e| BundleError::BadCard { path: path.clone(), reason: e.to_string() })?;
         text.push(b'\n');
-        std::fs::write(&path, text).map_err(|source| BundleError::Io { path, source })
+        write_atomically(&path, &text)
     }
+}
+
+/// The card of the bundle in `dir`, parsed but not checked.
+fn read_card(dir: &Path) -> Result<(PathBuf, ModelCard), BundleError> {
+    let card_path = dir.join(CARD_FILE);
+    if !card_path.is_file() {
+        return Err(BundleError::NoCard(dir.to_path_buf()));
+    }
+    let text = std::fs::read(&card_path).map_err(|source| BundleError::Io { path: card_path.clone(), source })?;
+    let card: ModelCard = serde_json::from_slice(&text)
+        .map_err(|e| BundleError::BadCard { path: card_path.clone(), reason: e.to_string() })?;
+    Ok((card_path, card))
+}
+
+/// Every listed file is a plain name in `dir` with the size and sha256 the card records.
+fn verify_files(dir: &Path, card: &ModelCard, card_path: &Path) -> Result<(), BundleError> {
+    for (name, expected) in &card.files {
+        if name.is_empty() || name.contains('/') || name.contains('\\') || name == ".." || name == "." {
+            return Err(BundleError::BadCard {
+                path: card_path.to_path_buf(),
+                reason: std::format!("files: {name:?} must be a plain file name inside the bundle"),
+            });
+        }
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(BundleError::MissingFile(path));
+        }
+        let bytes = std::fs::read(&path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
+        if bytes.len() as u64 != expected.bytes {
+            let what = std::format!("{} bytes, the card says {}", bytes.len(), expected.bytes);
+            return Err(BundleError::Tampered { path, what });
+        }
+        let actual = sha256_hex(&bytes);
+        if actual != expected.sha256 {
+            let what = std::format!("sha256 {actual}, the card says {}", expected.sha256);
+            return Err(BundleError::Tampered { path, what });
+        }
+    }
+    Ok(())
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    let io = |source| BundleError::Io { path: path.to_path_buf(), source };
+    let mut temporary = std::ffi::OsString::from(path.as_os_str());
+    temporary.push(".partial");
+    let temporary = PathBuf::from(temporary);
+    std::fs::write(&temporary, bytes).map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)
 }

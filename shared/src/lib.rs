@@ -12,7 +12,8 @@
 //!
 //! * [`phantom`] (feature `phantom`): the procedural ocular B-scan phantom, so the host trains on
 //!   and the edge's probe simulator streams the very same images.
-//! * [`bundle`] (feature `bundle`): the exported model bundle and its card, verified by hash.
+//! * [`bundle`] (feature `bundle`): the exported model bundle and its card, verified by hash and
+//!   bound to its graphs ([`onnx_metadata`]: the ONNX `metadata_props` stamp).
 //! * [`runtime`] (feature `runtime`): the two-pass inference path on a bundle, with tract — the
 //!   edge runs it on every frame, the host runs it to check exports.
 //! * [`imageio`] (feature `files`): PNG/JPEG/BMP/DICOM files → 8-bit gray frames, the one
@@ -37,6 +38,8 @@ pub mod heatmap;
 pub mod imageio;
 #[cfg(feature = "alloc")]
 pub mod labels;
+#[cfg(feature = "bundle")]
+pub mod onnx_metadata;
 #[cfg(feature = "phantom")]
 pub mod phantom;
 pub mod postprocess;

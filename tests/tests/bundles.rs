@@ -82,12 +82,84 @@ fn damaged_bundles_are_refused_with_the_problem_named() {
         serde_json::from_slice(&std::fs::read(labels.join("model.json")).unwrap()).unwrap();
     card["labels"].as_array_mut().unwrap().pop();
     std::fs::write(labels.join("model.json"), serde_json::to_vec(&card).unwrap()).unwrap();
-    let error = Pipeline::load(Bundle::open(&labels).unwrap(), Threads(1)).unwrap_err().to_string();
+    let error = Bundle::open(&labels).unwrap_err().to_string();
+    assert!(error.contains("does not match its graph"), "{error}");
+    // Bound again on purpose, the head's shape still disagrees with four labels.
+    let error = Pipeline::load(Bundle::bind(&labels).unwrap(), Threads(1)).unwrap_err().to_string();
     assert!(error.contains("head.onnx") && error.contains("4 labels"), "{error}");
 
     let no_card = dir.path().join("no-card");
     std::fs::create_dir_all(&no_card).unwrap();
     assert!(Bundle::open(&no_card).unwrap_err().to_string().contains("no model.json"));
+}
+
+/// A copy of the shipped fp32 bundle with `edit` applied to its card.
+fn edited_copy(dir: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
+    let bundle = dir.join(name);
+    copy_dir(&shipped_bundle("demo-phantom"), &bundle);
+    let path = bundle.join("model.json");
+    let mut card: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut card);
+    std::fs::write(&path, serde_json::to_vec_pretty(&card).unwrap()).unwrap();
+    bundle
+}
+
+/// Every edit of a card that would change an answer is refused before a frame is served: out of
+/// range with the field named, in range by the card binding (the graphs carry the card's digest).
+#[test]
+fn edited_cards_are_refused_with_the_field_named() {
+    let dir = tempfile::tempdir().unwrap();
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 10] = [
+        ("swapped-labels", |c| c["labels"].as_array_mut().unwrap().swap(0, 4), "does not match its graph"),
+        ("std-zero", |c| c["preprocess"]["normalization"]["std"] = 0.0.into(), "preprocess.normalization.std"),
+        ("mean-0.9", |c| c["preprocess"]["normalization"]["mean"] = 0.9.into(), "does not match its graph"),
+        ("mean-2", |c| c["preprocess"]["normalization"]["mean"] = 2.0.into(), "preprocess.normalization.mean"),
+        ("metrics", |c| c["metrics"]["fp32"]["accuracy"] = 1.0.into(), "does not match its graph"),
+        ("threshold", |c| c["center_zoom"]["threshold"] = (-0.5).into(), "center_zoom.threshold"),
+        ("padding", |c| c["center_zoom"]["padding"] = (-0.1).into(), "center_zoom.padding"),
+        ("no-zoom", |c| c["zoom_inference"] = false.into(), "does not match its graph"),
+        ("side", |c| c["attention_side"] = 4.into(), "attention_side"),
+        ("format-1", |c| c["format"] = 1.into(), "format 1 is not supported"),
+    ];
+    for (name, edit, expected) in cases {
+        let bundle = edited_copy(dir.path(), name, edit);
+        let error = Bundle::open(&bundle).expect_err(name).to_string();
+        assert!(error.contains(expected) && error.contains("model.json"), "{name}: {error}");
+    }
+}
+
+/// A graph from another export, listed with its correct hash, is refused: it is stamped with the
+/// other card's digest.
+#[test]
+fn a_graph_from_another_export_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixed = edited_copy(dir.path(), "mixed", |_| {});
+    let other = std::fs::read(shipped_bundle("demo-phantom-int8").join("head.onnx")).unwrap();
+    std::fs::write(mixed.join("head.onnx"), &other).unwrap();
+    let path = mixed.join("model.json");
+    let mut card: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    card["files"]["head.onnx"] =
+        serde_json::json!({ "sha256": cdnet_shared::bundle::sha256_hex(&other), "bytes": other.len() });
+    std::fs::write(&path, serde_json::to_vec_pretty(&card).unwrap()).unwrap();
+    let error = Bundle::open(&mixed).unwrap_err().to_string();
+    assert!(error.contains("head.onnx") && error.contains("exported with card"), "{error}");
+}
+
+/// `cdnet bind` accepts a reviewed edit of a field (here the refer threshold) and nothing else:
+/// the bundle opens again with the new value, and its graphs are otherwise byte-identical.
+#[test]
+fn bind_accepts_a_reviewed_card_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = edited_copy(dir.path(), "reviewed", |c| c["refer_threshold"] = 0.75.into());
+    assert!(Bundle::open(&bundle).is_err());
+    let command = ["cdnet", "bind", "--bundle", bundle.to_str().unwrap()];
+    cdnet_host::cli::run(<cdnet_host::cli::Cli as clap::Parser>::try_parse_from(command).unwrap()).unwrap();
+    let card = Bundle::open(&bundle).unwrap().card;
+    assert_eq!(card.refer_threshold, 0.75);
+    let out_of_range = edited_copy(dir.path(), "out-of-range", |c| c["refer_threshold"] = 1.5.into());
+    let error = Bundle::bind(&out_of_range).unwrap_err().to_string();
+    assert!(error.contains("refer_threshold"), "{error}");
 }
 
 #[test]
