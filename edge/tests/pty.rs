@@ -98,7 +98,7 @@ fn every_frame_answered_with_the_tract_result_and_logged() {
 fn bit_errors_are_counted_and_never_answered() {
     let dir = tempfile::tempdir().unwrap();
     // Small frames, so that at 1e-4 bit-error rate a fair share still arrives intact.
-    let frames = phantom_frames(40, 32);
+    let frames = phantom_frames(40, 40);
     let mut sim = sim_options(frames.clone());
     sim.faults = Faults { bit_error_rate: 1e-4, drop_rate: 0.0 };
     sim.lockstep = false;

@@ -103,8 +103,9 @@ pub struct TrainArgs {
     /// Batch size (overrides training.batch_size).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Learning rate (overrides optim.lr).
-    #[arg(long)]
+    /// Learning rate (overrides optim.lr). A negative value is read as a number, so the config
+    /// check names optim.lr, instead of the parser calling it an unknown flag.
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Seed (overrides training.seed).
     #[arg(long)]
@@ -411,6 +412,8 @@ fn run_predict(args: PredictArgs) -> Result<()> {
 
 fn run_phantom(args: PhantomArgs, quiet: bool) -> Result<()> {
     let config = PhantomConfig { size: args.size, difficulty: args.difficulty };
+    // Before the contact sheet, which would otherwise draw 25 frames of any size first.
+    phantom::check_size(args.size)?;
     if let Some(sheet) = &args.sheet {
         let (rgb, w, h) = phantom::contact_sheet(5, args.seed, &config);
         if let Some(parent) = sheet.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -418,9 +421,6 @@ fn run_phantom(args: PhantomArgs, quiet: bool) -> Result<()> {
         }
         image::save_buffer(sheet, &rgb, w, h, image::ExtendedColorType::Rgb8)
             .with_context(|| format!("cannot write {}", sheet.display()))?;
-    }
-    if args.size > 4096 {
-        bail!("--size {} is larger than the 4096-pixel frames the system handles", args.size);
     }
     let summary = phantom::write_image_folder(&WriteOptions {
         out: args.out.clone(),

@@ -69,15 +69,25 @@ fn rect_array(r: Rect) -> [usize; 4] {
     [r.x0, r.y0, r.x1, r.y1]
 }
 
+/// Phantom frames are 48 to 4096 pixels square: the device crop must leave the preprocessing its
+/// minimum (`MIN_CROP_SIDE`), and the probe link takes at most 4096.
+pub fn check_size(size: usize) -> Result<()> {
+    if size < 48 {
+        bail!("--size {size} is too small; use at least 48 pixels (the device crop must leave 32)");
+    }
+    if size > 4096 {
+        bail!("--size {size} is larger than the 4096-pixel frames the system handles");
+    }
+    Ok(())
+}
+
 /// Writes the data set; refuses to write into a non-empty folder.
 pub fn write_image_folder(options: &WriteOptions) -> Result<PhantomSetSummary> {
     let out = &options.out;
     if out.exists() && out.read_dir().with_context(|| format!("cannot read {}", out.display()))?.next().is_some() {
         bail!("{} is not empty; choose a new folder (the phantom never overwrites files)", out.display());
     }
-    if options.config.size < 32 {
-        bail!("--size {} is too small; use at least 32 pixels", options.config.size);
-    }
+    check_size(options.config.size)?;
     if options.per_class == 0 {
         bail!("--per-class must be at least 1");
     }

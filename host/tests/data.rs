@@ -24,12 +24,13 @@ fn config(n: usize) -> DataConfig {
     DataConfig { input_size: n, ..Default::default() }
 }
 
-/// A tiny ImageFolder of solid-gray PNGs: `classes` with `per_class` images each.
+/// A small ImageFolder of solid-gray PNGs: `classes` with `per_class` images each (80 × 72, so a
+/// half-width crop keeps the 32-pixel minimum frame size).
 fn png_folder(root: &Path, classes: &[&str], per_class: usize) {
     for (c, class) in classes.iter().enumerate() {
         std::fs::create_dir_all(root.join(class)).unwrap();
         for i in 0..per_class {
-            let img = image::GrayImage::from_pixel(20, 16, image::Luma([(c * 40 + i) as u8]));
+            let img = image::GrayImage::from_pixel(80, 72, image::Luma([(c * 40 + i) as u8]));
             img.save(root.join(class).join(format!("{i}.png"))).unwrap();
         }
     }
@@ -113,9 +114,9 @@ fn dicom_frames_become_samples_and_stay_in_one_split() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("set");
     png_folder(&root, &["a", "b"], 3);
-    let frames: Vec<Vec<u8>> = (0..4).map(|k| vec![k * 60; 10 * 8]).collect();
+    let frames: Vec<Vec<u8>> = (0..4).map(|k| vec![k * 60; 40 * 36]).collect();
     let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-    write_gray_dicom(&root.join("a").join("clip.dcm"), 10, 8, &refs).unwrap();
+    write_gray_dicom(&root.join("a").join("clip.dcm"), 40, 36, &refs).unwrap();
     let data = load(&root, &DataConfig { val_fraction: 0.5, ..config(8) }).unwrap();
     let all: Vec<_> = data.train.iter().chain(&data.val).collect();
     let clip: Vec<_> = all.iter().filter(|s| s.id.contains("clip.dcm#")).collect();
@@ -151,6 +152,18 @@ fn corrupt_image_is_an_error_naming_the_file_unless_skipped() {
 }
 
 #[test]
+fn a_thumbnail_is_refused_naming_the_file_unless_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    png_folder(dir.path(), &["a", "b"], 3);
+    image::GrayImage::from_pixel(1, 1, image::Luma([128])).save(dir.path().join("a").join("icon.png")).unwrap();
+    let err = load(dir.path(), &config(8)).unwrap_err().to_string();
+    assert!(err.contains("icon.png") && err.contains("1×1") && err.contains("thumbnail"), "{err}");
+    let data = load(dir.path(), &DataConfig { skip_bad: true, ..config(8) }).unwrap();
+    assert_eq!(data.train.len() + data.val.len(), 6);
+    assert_eq!(data.report.skipped, 1);
+}
+
+#[test]
 fn empty_class_folder_is_an_error_unless_skipped() {
     let dir = tempfile::tempdir().unwrap();
     png_folder(dir.path(), &["a", "b", "c"], 3);
@@ -168,7 +181,7 @@ fn non_image_files_mixed_sizes_and_single_image_classes_are_warnings() {
     let dir = tempfile::tempdir().unwrap();
     png_folder(dir.path(), &["a", "b"], 3);
     std::fs::create_dir_all(dir.path().join("solo")).unwrap();
-    image::GrayImage::new(40, 30).save(dir.path().join("solo").join("only.png")).unwrap();
+    image::GrayImage::new(40, 36).save(dir.path().join("solo").join("only.png")).unwrap();
     std::fs::write(dir.path().join("a").join("notes.txt"), b"scanner settings").unwrap();
     let data = load(dir.path(), &config(8)).unwrap();
     let warnings = data.report.warnings.join("\n");

@@ -221,6 +221,22 @@ fn config_errors_name_the_problem() {
     assert!(err.contains("key=value"), "{err}");
     let err = TrainConfig::load(None, &["augment.flip_p=3".into()]).unwrap_err().to_string();
     assert!(err.contains("augment.flip_p"), "{err}");
+    // Every real-valued hyper-parameter is range-checked by name (negative, zero or NaN).
+    for (set, key) in [
+        ("loss.temperature=-1", "loss.temperature"),
+        ("loss.lambda=-3", "loss.lambda"),
+        ("loss.lambda=nan", "loss.lambda"),
+        ("optim.weight_decay=-5", "optim.weight_decay"),
+        ("optim.lr=-0.01", "optim.lr"),
+        ("optim.epsilon=0", "optim.epsilon"),
+        ("training.head_lr=inf", "training.head_lr"),
+        ("zoom.test_threshold=1.5", "zoom.test_threshold"),
+        ("zoom.test_padding=-0.1", "zoom.test_padding"),
+        ("zoom.bbox_threshold=0", "zoom.bbox_threshold"),
+    ] {
+        let err = TrainConfig::load(None, &[set.into()]).unwrap_err().to_string();
+        assert!(err.contains(key), "{set}: {err}");
+    }
     // The defaults are the paper's setup and valid.
     let paper =
         TrainConfig::load(Some(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/paper-b3.toml"))), &[])
@@ -320,4 +336,32 @@ fn two_stage_regime_trains_the_heads_on_the_frozen_inference_path() {
     assert!(rows[0]["val_accuracy"].is_null() && rows[4]["val_accuracy"].is_number());
     assert_eq!(rows[0]["loss"]["ce"].as_f64(), Some(0.0));
     assert!(outcome.best_epoch >= 3, "the best model comes from stage 2");
+}
+
+/// Command-line values the parser used to misread, and checks that used to come too late.
+#[test]
+fn cli_refuses_bad_numbers_with_the_key_named_and_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = phantom(dir.path(), 2);
+    let out = Command::new(CDNET)
+        .args(["-q", "train", "--lr", "-0.01", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("r"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("optim.lr") && err.contains("-0.01"), "{err}");
+
+    // The size is checked before the contact sheet is drawn (which took minutes at 5000 px).
+    let out = Command::new(CDNET)
+        .args(["phantom", "--size", "5000", "--sheet"])
+        .arg(dir.path().join("sheet.png"))
+        .arg("--out")
+        .arg(dir.path().join("big"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--size 5000"), "{err}");
+    assert!(!dir.path().join("sheet.png").exists(), "no sheet is drawn for a refused size");
 }

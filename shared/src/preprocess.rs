@@ -54,6 +54,23 @@ pub enum PreprocessError {
         /// Frame height.
         height: usize,
     },
+    /// Fewer than [`MIN_CROP_SIDE`] pixels a side are left after the device crop: a thumbnail or an
+    /// icon, not a scan; upsampling it would give the network nothing to see, and it would still
+    /// answer confidently.
+    #[error(
+        "the frame is {width}×{height} pixels; after the device crop {crop_width}×{crop_height} remain, fewer \
+         than the {MIN_CROP_SIDE}×{MIN_CROP_SIDE} a scan needs. Use the original image, not a thumbnail"
+    )]
+    FrameTooSmall {
+        /// Frame width.
+        width: usize,
+        /// Frame height.
+        height: usize,
+        /// Width of the crop.
+        crop_width: usize,
+        /// Height of the crop.
+        crop_height: usize,
+    },
     /// Input size zero, or the output buffer has the wrong length.
     #[error("output buffer holds {len} values, expected {expected} for a {size}×{size} input")]
     OutputSize {
@@ -68,6 +85,9 @@ pub enum PreprocessError {
     #[error(transparent)]
     Resize(#[from] ResizeError),
 }
+
+/// Fewest pixels a side the device crop must leave of a frame (the stride of one attention cell).
+pub const MIN_CROP_SIDE: usize = 32;
 
 /// A borrowed 8-bit grayscale frame, row-major, validated on construction.
 #[derive(Debug, Clone, Copy)]
@@ -237,6 +257,25 @@ pub fn crop_resize_plane(
         return Err(PreprocessError::OutputSize { size: n, expected: n * n, len: out.len() });
     }
     let crop = config.crop.pixel_rect(image.width(), image.height())?;
+    if crop.width() < MIN_CROP_SIDE || crop.height() < MIN_CROP_SIDE {
+        return Err(PreprocessError::FrameTooSmall {
+            width: image.width(),
+            height: image.height(),
+            crop_width: crop.width(),
+            crop_height: crop.height(),
+        });
+    }
+    resample_crop(image, config, out)
+}
+
+/// The arithmetic of [`crop_resize_plane`], without the minimum frame size (so tests can check it
+/// by hand on a few pixels).
+fn resample_crop(image: &GrayImage<'_>, config: &PreprocessConfig, out: &mut [f32]) -> Result<Rect, PreprocessError> {
+    let n = config.input_size;
+    if n == 0 || out.len() != n * n {
+        return Err(PreprocessError::OutputSize { size: n, expected: n * n, len: out.len() });
+    }
+    let crop = config.crop.pixel_rect(image.width(), image.height())?;
     resize_bilinear(image.pixels(), image.width(), image.height(), crop, out, n, n)?;
     Ok(crop)
 }
@@ -305,12 +344,37 @@ mod tests {
         PreprocessConfig { input_size: n, ..Default::default() }
     }
 
+    /// [`preprocess_plane`] without the minimum frame size, for frames of a few pixels.
+    fn plane_of_tiny(image: &GrayImage<'_>, config: &PreprocessConfig, out: &mut [f32]) -> Rect {
+        let crop = resample_crop(image, config, out).unwrap();
+        config.normalization.apply_all(out);
+        crop
+    }
+
+    #[test]
+    fn frames_smaller_than_a_cell_after_the_crop_are_refused() {
+        let px = std::vec![128u8; 64 * 64];
+        for (w, h) in [(1, 1), (31, 64), (64, 20)] {
+            let img = GrayImage::new(w, h, &px[..w * h]).unwrap();
+            let mut out = [0.0; 4];
+            let err = preprocess_plane(&img, &cfg(2), &mut out).unwrap_err();
+            assert!(matches!(err, PreprocessError::FrameTooSmall { .. }), "{w}×{h}: {err}");
+            assert!(std::format!("{err}").contains("thumbnail"));
+        }
+        // The crop counts: 36 px wide frames lose 12 % to the default device crop.
+        let cropped = PreprocessConfig { crop: CropProfile { left: 0.1, top: 0.0, right: 0.9, bottom: 1.0 }, ..cfg(2) };
+        let img = GrayImage::new(36, 36, &px[..36 * 36]).unwrap();
+        assert!(matches!(preprocess_plane(&img, &cropped, &mut [0.0; 4]), Err(PreprocessError::FrameTooSmall { .. })));
+        let img = GrayImage::new(32, 32, &px[..32 * 32]).unwrap();
+        assert!(preprocess_plane(&img, &cfg(2), &mut [0.0; 4]).is_ok());
+    }
+
     #[test]
     fn normalisation_maps_0_255_to_minus1_plus1() {
         let px = [0u8, 255, 0, 255];
         let img = GrayImage::new(2, 2, &px).unwrap();
         let mut out = [0.0; 4];
-        preprocess_plane(&img, &cfg(2), &mut out).unwrap();
+        plane_of_tiny(&img, &cfg(2), &mut out);
         assert_eq!(out, [-1.0, 1.0, -1.0, 1.0]);
         let n = Normalization::default();
         assert!((n.invert(n.apply(77.0)) - 77.0).abs() < 1e-4);
@@ -323,7 +387,7 @@ mod tests {
         let img = GrayImage::new(4, 2, &px).unwrap();
         let mut out = [0.0; 1];
         let config = PreprocessConfig { input_size: 1, ..Default::default() };
-        preprocess_plane(&img, &config, &mut out).unwrap();
+        plane_of_tiny(&img, &config, &mut out);
         // 1×1 from 4×2: src x = 0.5*4-0.5 = 1.5 → (50+100)/2 & (100+150)/2; y = 0.5 → average = 100.
         assert!((out[0] - ((100.0 / 255.0) - 0.5) / 0.5).abs() < 1e-6);
     }
@@ -343,15 +407,15 @@ mod tests {
             ..Default::default()
         };
         let mut out = [0.0; 4];
-        let crop = preprocess_plane(&img, &config, &mut out).unwrap();
+        let crop = plane_of_tiny(&img, &config, &mut out);
         assert_eq!(crop, Rect { x0: 1, y0: 1, x1: 3, y1: 3 });
         assert_eq!(out, [1.0; 4]);
     }
 
     #[test]
     fn three_identical_channels() {
-        let px = [10u8, 20, 30, 40];
-        let img = GrayImage::new(2, 2, &px).unwrap();
+        let px: std::vec::Vec<u8> = (0..32 * 32).map(|i| (i % 251) as u8).collect();
+        let img = GrayImage::new(32, 32, &px).unwrap();
         let mut out = [0.0; 12];
         preprocess_chw(&img, &cfg(2), &mut out).unwrap();
         assert_eq!(out[0..4], out[4..8]);

@@ -401,9 +401,7 @@ impl TrainConfig {
         if self.training.epochs == 0 || self.training.eval_batch_size == 0 {
             return invalid("training.epochs and training.eval_batch_size must be positive".into());
         }
-        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
-            return invalid(format!("optim.lr must be a positive number, got {}", self.optim.lr));
-        }
+        self.validate_numbers()?;
         for (name, p) in [
             ("augment.rotation_p", self.augment.rotation_p),
             ("augment.flip_p", self.augment.flip_p),
@@ -420,6 +418,32 @@ impl TrainConfig {
         self.cmz().validate().map_err(ConfigError::Invalid)?;
         self.backbone()?;
         self.cdnet(2)?;
+        Ok(())
+    }
+
+    /// Range and finiteness of every real-valued hyper-parameter, each error naming its key.
+    fn validate_numbers(&self) -> Result<(), ConfigError> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        let fraction = |v: f64| v.is_finite() && v > 0.0 && v <= 1.0;
+        let padding = |v: f64| v.is_finite() && (0.0..0.5).contains(&v);
+        let checks: [(&str, f64, &dyn Fn(f64) -> bool, &str); 10] = [
+            ("optim.lr", self.optim.lr, &positive, "a positive number"),
+            ("training.head_lr", self.training.head_lr, &positive, "a positive number"),
+            ("optim.epsilon", f64::from(self.optim.epsilon), &positive, "a positive number"),
+            ("optim.weight_decay", f64::from(self.optim.weight_decay), &non_negative, "zero or positive"),
+            ("loss.temperature", self.loss.temperature, &positive, "a positive number"),
+            ("loss.lambda", self.loss.lambda, &non_negative, "zero or positive"),
+            ("loss.off_diagonal", self.loss.off_diagonal, &non_negative, "zero or positive"),
+            ("zoom.bbox_threshold", f64::from(self.zoom.bbox_threshold), &fraction, "in (0, 1]"),
+            ("zoom.test_threshold", f64::from(self.zoom.test_threshold), &fraction, "in (0, 1]"),
+            ("zoom.test_padding", self.zoom.test_padding, &padding, "in [0, 0.5)"),
+        ];
+        for (key, value, ok, range) in checks {
+            if !ok(value) {
+                return Err(ConfigError::Invalid(format!("{key} must be {range}, got {value}")));
+            }
+        }
         Ok(())
     }
 
