@@ -423,25 +423,22 @@ impl TrainConfig {
 
     /// Range and finiteness of every real-valued hyper-parameter, each error naming its key.
     fn validate_numbers(&self) -> Result<(), ConfigError> {
-        let positive = |v: f64| v.is_finite() && v > 0.0;
-        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
-        let fraction = |v: f64| v.is_finite() && v > 0.0 && v <= 1.0;
-        let padding = |v: f64| v.is_finite() && (0.0..0.5).contains(&v);
-        let checks: [(&str, f64, &dyn Fn(f64) -> bool, &str); 10] = [
-            ("optim.lr", self.optim.lr, &positive, "a positive number"),
-            ("training.head_lr", self.training.head_lr, &positive, "a positive number"),
-            ("optim.epsilon", f64::from(self.optim.epsilon), &positive, "a positive number"),
-            ("optim.weight_decay", f64::from(self.optim.weight_decay), &non_negative, "zero or positive"),
-            ("loss.temperature", self.loss.temperature, &positive, "a positive number"),
-            ("loss.lambda", self.loss.lambda, &non_negative, "zero or positive"),
-            ("loss.off_diagonal", self.loss.off_diagonal, &non_negative, "zero or positive"),
-            ("zoom.bbox_threshold", f64::from(self.zoom.bbox_threshold), &fraction, "in (0, 1]"),
-            ("zoom.test_threshold", f64::from(self.zoom.test_threshold), &fraction, "in (0, 1]"),
-            ("zoom.test_padding", self.zoom.test_padding, &padding, "in [0, 0.5)"),
+        use Range::*;
+        let checks = [
+            ("optim.lr", self.optim.lr, Positive),
+            ("training.head_lr", self.training.head_lr, Positive),
+            ("optim.epsilon", f64::from(self.optim.epsilon), Positive),
+            ("optim.weight_decay", f64::from(self.optim.weight_decay), NonNegative),
+            ("loss.temperature", self.loss.temperature, Positive),
+            ("loss.lambda", self.loss.lambda, NonNegative),
+            ("loss.off_diagonal", self.loss.off_diagonal, NonNegative),
+            ("zoom.bbox_threshold", f64::from(self.zoom.bbox_threshold), Fraction),
+            ("zoom.test_threshold", f64::from(self.zoom.test_threshold), Fraction),
+            ("zoom.test_padding", self.zoom.test_padding, Padding),
         ];
-        for (key, value, ok, range) in checks {
-            if !ok(value) {
-                return Err(ConfigError::Invalid(format!("{key} must be {range}, got {value}")));
+        for (key, value, range) in checks {
+            if !range.contains(value) {
+                return Err(ConfigError::Invalid(format!("{key} must be {}, got {value}", range.describe())));
             }
         }
         Ok(())
@@ -568,4 +565,38 @@ fn apply_override(table: &mut toml::Table, item: &str) -> Result<(), ConfigError
     }
     node.insert(last.to_string(), value);
     Ok(())
+}
+
+/// The allowed range of a real-valued hyper-parameter (NaN and infinities are never allowed).
+#[derive(Debug, Clone, Copy)]
+enum Range {
+    /// `> 0`.
+    Positive,
+    /// `≥ 0`.
+    NonNegative,
+    /// `(0, 1]`: a fraction of a maximum.
+    Fraction,
+    /// `[0, 0.5)`: a padding as a fraction of the side.
+    Padding,
+}
+
+impl Range {
+    fn contains(self, v: f64) -> bool {
+        v.is_finite()
+            && match self {
+                Range::Positive => v > 0.0,
+                Range::NonNegative => v >= 0.0,
+                Range::Fraction => v > 0.0 && v <= 1.0,
+                Range::Padding => (0.0..0.5).contains(&v),
+            }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Range::Positive => "a positive number",
+            Range::NonNegative => "zero or positive",
+            Range::Fraction => "in (0, 1]",
+            Range::Padding => "in [0, 0.5)",
+        }
+    }
 }
