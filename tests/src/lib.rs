@@ -19,7 +19,8 @@ pub fn python() -> Option<PathBuf> {
     match std::env::var_os("CDNET_PYTHON") {
         Some(path) if Path::new(&path).is_file() => Some(PathBuf::from(path)),
         _ => {
-            eprintln!("onnxruntime check skipped: CDNET_PYTHON is unset (.ci/run sets it to a venv with onnxruntime)");
+            let reason = "CDNET_PYTHON is unset (.ci/run sets it to a venv with onnxruntime)";
+            cdnet_testkit::skip("onnxruntime check", reason, cdnet_testkit::in_ci());
             None
         }
     }
@@ -30,10 +31,16 @@ pub fn data_dir(name: &str) -> Option<PathBuf> {
     match std::env::var_os("CDNET_DATA_DIR") {
         Some(root) => {
             let dir = Path::new(&root).join(name);
-            dir.is_dir().then_some(dir)
+            if !dir.is_dir() {
+                // .ci/run sets the variable only when it has the data: then a missing set fails.
+                let reason = format!("{} is not a folder", dir.display());
+                cdnet_testkit::skip(&format!("{name} part"), &reason, cdnet_testkit::in_ci());
+                return None;
+            }
+            Some(dir)
         }
         None => {
-            eprintln!("{name} part skipped: CDNET_DATA_DIR is unset");
+            cdnet_testkit::skip(&format!("{name} part"), "CDNET_DATA_DIR is unset", false);
             None
         }
     }
