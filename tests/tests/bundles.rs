@@ -209,3 +209,41 @@ fn b3_at_224_exports_and_runs_in_tract() {
         std::fs::copy(dir.path().join("b3.json"), keep.join("b3.json")).unwrap();
     }
 }
+
+/// The shipped real-ultrasound bundle answers on BUSI `val` as its card says: accuracy and macro-F1
+/// recomputed through the board's path (full PNG → shared preprocessing → tract, two graphs), so the
+/// card's figures are measured here, not trusted. Needs the shared data (`CDNET_DATA_DIR`).
+#[test]
+fn busi_lite0_bundle_scores_on_busi_val_what_its_card_says() {
+    let Some(busi) = cdnet_integration::data_dir("busi") else { return };
+    let pipeline = Pipeline::load(Bundle::open(&shipped_bundle("busi-lite0")).unwrap(), Threads(1)).unwrap();
+    let names = pipeline.bundle().card.labels.names().to_vec();
+    let (mut labels, mut predicted, mut probabilities) = (Vec::new(), Vec::new(), Vec::new());
+    for (label, class) in names.iter().enumerate() {
+        let mut files: Vec<_> = std::fs::read_dir(busi.join("val/images").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "png"))
+            .collect();
+        files.sort();
+        for file in files {
+            for frame in cdnet_shared::imageio::read_gray_frames(&file).unwrap() {
+                let image = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels).unwrap();
+                let inference = pipeline.infer_image(&image).unwrap();
+                labels.push(label);
+                predicted.push(inference.class);
+                probabilities.push(inference.probabilities);
+            }
+        }
+    }
+    let measured = cdnet_host::train::metrics::compute(&names, &labels, &predicted, &probabilities);
+    let card = &pipeline.bundle().card.metrics;
+    assert_eq!(measured.count as u64, card["images"].as_u64().unwrap());
+    for key in ["accuracy", "macro_f1"] {
+        let claimed = card["fp32"][key].as_f64().unwrap();
+        let got = if key == "accuracy" { measured.accuracy } else { measured.macro_f1 };
+        assert!((got - claimed).abs() < 1e-6, "{key}: measured {got}, the card says {claimed}");
+    }
+    // Better than always answering the largest class (52 / 92 benign), by a margin.
+    assert!(measured.macro_f1 > 0.7, "macro F1 {}", measured.macro_f1);
+}
