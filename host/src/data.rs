@@ -141,6 +141,17 @@ pub enum DataError {
     /// No class folders found.
     #[error("{0} has no class folders; expected <class>/*.png (ImageFolder) or images/<class>/*.png")]
     NoClasses(PathBuf),
+    /// Split folders without `train/`, which the label set is read from.
+    #[error(
+        "{root} has {found}/ but no train/ split, which the class list is read from; pass the split folder \
+         itself (--data {root}/{found}) or add train/"
+    )]
+    NoTrainSplit {
+        /// The data root.
+        root: PathBuf,
+        /// The split folder that is there.
+        found: &'static str,
+    },
     /// A class folder has no images.
     #[error("class folder {0} has no images; add images or remove the folder (or pass --skip-bad to ignore it)")]
     EmptyClass(PathBuf),
@@ -263,6 +274,9 @@ pub fn load(root: &Path, config: &DataConfig) -> Result<Dataset, DataError> {
     let split_roots: Vec<(&'static str, PathBuf)> =
         SPLITS.iter().map(|s| (*s, root.join(s))).filter(|(_, p)| p.is_dir()).collect();
     report.split_folders = split_roots.iter().any(|(s, _)| *s == "train");
+    if let (false, Some((found, _))) = (report.split_folders, split_roots.first()) {
+        return Err(DataError::NoTrainSplit { root: root.to_path_buf(), found });
+    }
     let (labels, files_by_split) = if report.split_folders {
         let train = non_empty(
             list_files(root, &class_folders(&root.join("train"))?, config, &mut report)?,

@@ -139,6 +139,11 @@ fn missing_root_and_no_classes() {
     assert!(err.to_string().contains("nope"));
     let err = load(dir.path(), &config(8)).unwrap_err();
     assert!(matches!(err, DataError::NoClasses(_)), "{err}");
+    // Only a test/ split: say that train/ is missing and how to evaluate the split itself.
+    png_folder(&dir.path().join("test"), &["a", "b"], 2);
+    let err = load(dir.path(), &config(8)).unwrap_err().to_string();
+    assert!(err.contains("no train/") && err.contains("--data") && err.contains("test"), "{err}");
+    assert!(load(&dir.path().join("test"), &config(8)).is_ok());
 }
 
 #[test]
