@@ -152,6 +152,12 @@ pub enum DataError {
         /// The split folder that is there.
         found: &'static str,
     },
+    /// A class folder that the configured class list names has no images.
+    #[error(
+        "class folder {0} has no images, and the class list (data.classes or dataset.toml) names it; add images \
+         or remove the class from the list"
+    )]
+    EmptyListedClass(PathBuf),
     /// A class folder has no images.
     #[error("class folder {0} has no images; add images or remove the folder (or pass --skip-bad to ignore it)")]
     EmptyClass(PathBuf),
@@ -486,9 +492,13 @@ fn non_empty(
 ) -> Result<Vec<ListedClass>, DataError> {
     let mut kept = Vec::new();
     for class in listed {
+        let listed_class = config.classes.as_ref().is_some_and(|c| c.contains(&class.folder.name));
         if !class.files.is_empty() {
             kept.push(class);
-        } else if config.skip_bad && config.classes.is_none() {
+        } else if listed_class {
+            // --skip-bad cannot help: the class list (config or dataset.toml) names this class.
+            return Err(DataError::EmptyListedClass(class.folder.images));
+        } else if config.skip_bad {
             report.warnings.push(format!("ignored empty class folder {} (not a class)", class.folder.images.display()));
         } else {
             return Err(DataError::EmptyClass(class.folder.images));

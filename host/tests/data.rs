@@ -235,6 +235,14 @@ fn dataset_toml_sets_crop_and_class_order_unless_configured() {
     assert_eq!(data.crop.left, 0.5);
     let configured = DataConfig { crop: Some(cdnet_shared::CropProfile::FULL), ..config(8) };
     assert_eq!(load(dir.path(), &configured).unwrap().crop, cdnet_shared::CropProfile::FULL);
+    // With a class list, --skip-bad skips an empty folder outside the list; an empty listed class is
+    // an error that does not suggest --skip-bad.
+    std::fs::create_dir_all(dir.path().join("c")).unwrap();
+    let skipping = DataConfig { skip_bad: true, ..config(8) };
+    assert_eq!(load(dir.path(), &skipping).unwrap().labels.names(), ["b", "a"]);
+    std::fs::write(dir.path().join("dataset.toml"), "classes = [\"b\", \"a\", \"c\"]\n").unwrap();
+    let err = load(dir.path(), &skipping).unwrap_err().to_string();
+    assert!(err.contains("names it") && !err.contains("--skip-bad"), "{err}");
     std::fs::write(dir.path().join("dataset.toml"), "clases = [\"a\"]\n").unwrap();
     let err = load(dir.path(), &config(8)).unwrap_err().to_string();
     assert!(err.contains("dataset.toml") && err.contains("clases"), "{err}");
