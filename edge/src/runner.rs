@@ -23,7 +23,7 @@ use cdnet_shared::preprocess::input_rect_to_frame;
 use cdnet_shared::protocol::frames::{AssemblyError, Frame, FrameAssembler};
 use cdnet_shared::protocol::{
     ErrorCode, ErrorReport, FrameDecoder, Heartbeat, InferenceResult, MAX_HEATMAP_CELLS, MAX_WIRE_PACKET, Message,
-    PixelFormat, Ready, ZoomBox, encode_packet_vec, truncated,
+    PROTOCOL_VERSION, PacketError, PixelFormat, Ready, ZoomBox, encode_packet_vec, truncated,
 };
 use cdnet_shared::resize::resize_bilinear;
 use cdnet_shared::runtime::{Inference, Pipeline, Threads};
@@ -455,6 +455,13 @@ fn receive(shared: &Shared, link: &dyn LinkOpener, outbox: &Sender<Outgoing>, re
                         tracing::warn!("probe reports {:?}: {}", report.code, report.detail)
                     }
                     Some(Ok(_)) | None => {}
+                    // An intact packet of another version (its CRC held): say so (docs/protocol.md §3.5),
+                    // so a probe speaking another version learns why it is not served.
+                    Some(Err(PacketError::Version(version))) => {
+                        let detail = format!("packet version {version}, this edge speaks {PROTOCOL_VERSION}");
+                        let report = ErrorReport::new(None, ErrorCode::VersionMismatch, &detail);
+                        let _ = outbox.send(Outgoing::Plain(Message::Error(report)));
+                    }
                     Some(Err(_)) => {}
                 }
             }

@@ -151,3 +151,48 @@ fn missing_model_is_refused_before_serving() {
         run(&edge, link, Box::new(NoDisplay { size: (800, 480) }), Arc::new(AtomicBool::new(false))).unwrap_err();
     assert!(format!("{error:#}").contains("no-such-bundle"), "{error:#}");
 }
+
+/// An intact packet of another protocol version is answered with `Error(VersionMismatch)`
+/// (docs/protocol.md §3.5), not only counted.
+#[test]
+fn another_protocol_version_is_answered_with_version_mismatch() {
+    use cdnet_shared::protocol::{ErrorCode, FrameDecoder, MAX_WIRE_PACKET, Message, PacketError, decode_packet};
+    use std::io::{Read, Write};
+    // A Heartbeat with version byte 2 and a valid CRC: the decoder sees the CRC hold, then the version.
+    let raw = [0x02, 0x04, 0x01, 0xee, 0xf8, 0xae, 0xef];
+    assert!(matches!(decode_packet(&raw), Err(PacketError::Version(2))));
+    let wire = [0x00, 0x08, 0x02, 0x04, 0x01, 0xee, 0xf8, 0xae, 0xef, 0x00]; // COBS-framed
+
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("probe");
+    let stop = Arc::new(AtomicBool::new(false));
+    let edge_thread = {
+        let (stop, edge) = (stop.clone(), options(None));
+        let link = Arc::new(SerialLink { path: link.clone(), baud: 115_200 });
+        thread::spawn(move || run(&edge, link, Box::new(NoDisplay { size: (800, 480) }), stop))
+    };
+    let (_probe, mut halves) = PtyProbe::create(&link).expect("pty");
+    let mut decoder = FrameDecoder::<MAX_WIRE_PACKET>::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut answer = None;
+    while answer.is_none() && std::time::Instant::now() < deadline {
+        halves.writer.write_all(&wire).and_then(|()| halves.writer.flush()).expect("write");
+        let Ok(n) = halves.reader.read(&mut buffer) else { continue };
+        let mut rest = &buffer[..n];
+        while !rest.is_empty() {
+            let (used, event) = decoder.feed(rest);
+            rest = &rest[used..];
+            if let Some(Ok(Message::Error(report))) = event
+                && report.code == ErrorCode::VersionMismatch
+            {
+                answer = Some(report.detail.to_string());
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(halves);
+    edge_thread.join().expect("edge thread panicked").expect("edge run failed");
+    let detail = answer.expect("no Error(VersionMismatch) within 30 s");
+    assert!(detail.contains("version 2"), "{detail}");
+}
