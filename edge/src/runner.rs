@@ -22,8 +22,8 @@ use cdnet_shared::postprocess::quantize_heatmap;
 use cdnet_shared::preprocess::input_rect_to_frame;
 use cdnet_shared::protocol::frames::{AssemblyError, Frame, FrameAssembler};
 use cdnet_shared::protocol::{
-    ErrorCode, ErrorReport, FrameDecoder, Heartbeat, InferenceResult, MAX_HEATMAP_CELLS, MAX_WIRE_PACKET, Message,
-    PROTOCOL_VERSION, PacketError, PixelFormat, Ready, ZoomBox, encode_packet_vec, truncated,
+    ErrorCode, ErrorReport, FrameDecoder, Heartbeat, Hello, InferenceResult, MAX_FRAME_SIDE, MAX_HEATMAP_CELLS,
+    MAX_WIRE_PACKET, Message, PROTOCOL_VERSION, PacketError, PixelFormat, Ready, ZoomBox, encode_packet_vec, truncated,
 };
 use cdnet_shared::resize::resize_bilinear;
 use cdnet_shared::runtime::{Inference, Pipeline, Threads};
@@ -193,9 +193,10 @@ pub fn run(
         let shared = shared.clone();
         let outbox = outbox.clone();
         let quiet = options.quiet_after;
+        let crop = card.preprocess.crop;
         thread::Builder::new()
             .name("receiver".into())
-            .spawn(move || receive(&shared, link.as_ref(), &outbox, &ready, quiet))?
+            .spawn(move || receive(&shared, link.as_ref(), &outbox, &ready, &crop, quiet))?
     };
     let writer = {
         let shared = shared.clone();
@@ -340,7 +341,25 @@ fn set_link(shared: &Shared, status: LinkStatus) {
     }
 }
 
-fn receive(shared: &Shared, link: &dyn LinkOpener, outbox: &Sender<Outgoing>, ready: &Ready, quiet: Duration) {
+/// Why frames of the size a `Hello` announces could never be served, if so.
+fn announced_size_problem(hello: &Hello, crop: &CropProfile) -> Result<(), String> {
+    let (w, h) = (hello.frame_width, hello.frame_height);
+    if w == 0 || h == 0 || w > MAX_FRAME_SIDE || h > MAX_FRAME_SIDE {
+        return Err(format!("Hello announces {w}x{h} frames; each side must be 1 to {MAX_FRAME_SIDE} pixels"));
+    }
+    cdnet_shared::preprocess::usable_crop(usize::from(w), usize::from(h), crop)
+        .map(|_| ())
+        .map_err(|e| format!("Hello announces {w}x{h} frames: {e}"))
+}
+
+fn receive(
+    shared: &Shared,
+    link: &dyn LinkOpener,
+    outbox: &Sender<Outgoing>,
+    ready: &Ready,
+    crop: &CropProfile,
+    quiet: Duration,
+) {
     let mut decoder = Box::new(FrameDecoder::<MAX_WIRE_PACKET>::new());
     let mut assembler = FrameAssembler::new();
     let mut buffer = vec![0u8; 16 * 1024];
@@ -398,6 +417,13 @@ fn receive(shared: &Shared, link: &dyn LinkOpener, outbox: &Sender<Outgoing>, re
                 rest = &rest[used..];
                 match event {
                     Some(Ok(Message::Hello(hello))) => {
+                        if let Err(detail) = announced_size_problem(&hello, crop) {
+                            // No Ready: frames of this size could never be served.
+                            expected = None;
+                            let report = ErrorReport::new(None, ErrorCode::BadFrameGeometry, &detail);
+                            let _ = outbox.send(Outgoing::Plain(Message::Error(report)));
+                            continue;
+                        }
                         expected = Some((hello.frame_width, hello.frame_height));
                         if hello.pixel_format != PixelFormat::Gray8 {
                             let report = ErrorReport::new(

@@ -196,3 +196,64 @@ fn another_protocol_version_is_answered_with_version_mismatch() {
     let detail = answer.expect("no Error(VersionMismatch) within 30 s");
     assert!(detail.contains("version 2"), "{detail}");
 }
+
+/// A Hello announcing frames that could never be served (0×0, wider than the protocol allows,
+/// smaller than the preprocessing minimum after the crop) gets `Error(BadFrameGeometry)` and no
+/// `Ready`; a sensible one gets `Ready`.
+#[test]
+fn a_hello_with_impossible_dimensions_is_refused() {
+    use cdnet_shared::protocol::{ErrorCode, FrameDecoder, Hello, MAX_WIRE_PACKET, Message, PixelFormat};
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("probe");
+    let stop = Arc::new(AtomicBool::new(false));
+    let edge_thread = {
+        let (stop, edge) = (stop.clone(), options(None));
+        let link = Arc::new(SerialLink { path: link.clone(), baud: 115_200 });
+        thread::spawn(move || run(&edge, link, Box::new(NoDisplay { size: (800, 480) }), stop))
+    };
+    let (_probe, mut halves) = PtyProbe::create(&link).expect("pty");
+    let mut decoder = FrameDecoder::<MAX_WIRE_PACKET>::new();
+    let mut buffer = [0u8; 4096];
+    // The reply to one Hello: "ready" or the error code's name, retrying while the edge starts.
+    let mut ask = |width: u16, height: u16| -> String {
+        let hello = Message::Hello(Hello {
+            probe_id: "test".try_into().unwrap(),
+            frame_width: width,
+            frame_height: height,
+            pixel_format: PixelFormat::Gray8,
+            max_chunk: 512,
+        });
+        let mut wire = vec![0u8];
+        wire.extend(cdnet_shared::protocol::encode_packet_vec(&hello).unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            halves.writer.write_all(&wire).and_then(|()| halves.writer.flush()).expect("write");
+            let Ok(n) = halves.reader.read(&mut buffer) else { continue };
+            let mut rest = &buffer[..n];
+            while !rest.is_empty() {
+                let (used, event) = decoder.feed(rest);
+                rest = &rest[used..];
+                let answer = match event {
+                    Some(Ok(Message::Ready(_))) => "ready".to_string(),
+                    Some(Ok(Message::Error(report))) => format!("{:?}", report.code),
+                    _ => continue,
+                };
+                // Hellos resent while the edge was starting have replies in flight: read until quiet.
+                thread::sleep(Duration::from_millis(300));
+                while halves.reader.read(&mut buffer).is_ok_and(|n| n > 0) {}
+                decoder.reset();
+                return answer;
+            }
+        }
+        "no answer".into()
+    };
+    assert_eq!(ask(256, 256), "ready");
+    let refused = format!("{:?}", ErrorCode::BadFrameGeometry);
+    for (w, h) in [(0, 0), (65535, 65535), (4097, 100), (20, 20)] {
+        assert_eq!(ask(w, h), refused, "{w}x{h}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(halves);
+    edge_thread.join().expect("edge thread panicked").expect("edge run failed");
+}

@@ -256,16 +256,23 @@ pub fn crop_resize_plane(
     if n == 0 || out.len() != n * n {
         return Err(PreprocessError::OutputSize { size: n, expected: n * n, len: out.len() });
     }
-    let crop = config.crop.pixel_rect(image.width(), image.height())?;
-    if crop.width() < MIN_CROP_SIDE || crop.height() < MIN_CROP_SIDE {
+    usable_crop(image.width(), image.height(), &config.crop)?;
+    resample_crop(image, config, out)
+}
+
+/// The device crop of a `width × height` frame, refused when it leaves fewer than
+/// [`MIN_CROP_SIDE`] pixels a side. The edge asks this of a probe's announced frame size too.
+pub fn usable_crop(width: usize, height: usize, crop: &CropProfile) -> Result<Rect, PreprocessError> {
+    let rect = crop.pixel_rect(width, height)?;
+    if rect.width() < MIN_CROP_SIDE || rect.height() < MIN_CROP_SIDE {
         return Err(PreprocessError::FrameTooSmall {
-            width: image.width(),
-            height: image.height(),
-            crop_width: crop.width(),
-            crop_height: crop.height(),
+            width,
+            height,
+            crop_width: rect.width(),
+            crop_height: rect.height(),
         });
     }
-    resample_crop(image, config, out)
+    Ok(rect)
 }
 
 /// The arithmetic of [`crop_resize_plane`], without the minimum frame size (so tests can check it
