@@ -39,15 +39,21 @@ fn sim_options(frames: Vec<SourceFrame>) -> SimOptions {
     }
 }
 
+type EdgeThread = thread::JoinHandle<anyhow::Result<EdgeSummary>>;
+
+/// Starts the edge on the serial device `link` (the probe's pty is published there later); setting
+/// the flag stops it.
+fn start_edge(edge: EdgeOptions, link: &Path) -> (Arc<AtomicBool>, EdgeThread) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let link = Arc::new(SerialLink { path: link.to_path_buf(), baud: 115_200 });
+    (stop, thread::spawn(move || run(&edge, link, Box::new(NoDisplay { size: (800, 480) }), flag)))
+}
+
 /// Starts the edge on `dir/probe`, streams `sim` from a pty published there, stops the edge.
 fn session(dir: &Path, edge: EdgeOptions, sim: &SimOptions) -> (SimReport, EdgeSummary) {
     let link = dir.join("probe");
-    let stop = Arc::new(AtomicBool::new(false));
-    let edge_thread = {
-        let stop = stop.clone();
-        let link = Arc::new(SerialLink { path: link.clone(), baud: 115_200 });
-        thread::spawn(move || run(&edge, link, Box::new(NoDisplay { size: (800, 480) }), stop))
-    };
+    let (stop, edge_thread) = start_edge(edge, &link);
     let (mut probe, halves) = PtyProbe::create(&link).expect("pty");
     let report = simulate(halves, sim, Some(&mut probe)).expect("simulator");
     stop.store(true, Ordering::Relaxed);
@@ -165,12 +171,7 @@ fn another_protocol_version_is_answered_with_version_mismatch() {
 
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("probe");
-    let stop = Arc::new(AtomicBool::new(false));
-    let edge_thread = {
-        let (stop, edge) = (stop.clone(), options(None));
-        let link = Arc::new(SerialLink { path: link.clone(), baud: 115_200 });
-        thread::spawn(move || run(&edge, link, Box::new(NoDisplay { size: (800, 480) }), stop))
-    };
+    let (stop, edge_thread) = start_edge(options(None), &link);
     let (_probe, mut halves) = PtyProbe::create(&link).expect("pty");
     let mut decoder = FrameDecoder::<MAX_WIRE_PACKET>::new();
     let mut buffer = [0u8; 4096];
@@ -206,12 +207,7 @@ fn a_hello_with_impossible_dimensions_is_refused() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("probe");
-    let stop = Arc::new(AtomicBool::new(false));
-    let edge_thread = {
-        let (stop, edge) = (stop.clone(), options(None));
-        let link = Arc::new(SerialLink { path: link.clone(), baud: 115_200 });
-        thread::spawn(move || run(&edge, link, Box::new(NoDisplay { size: (800, 480) }), stop))
-    };
+    let (stop, edge_thread) = start_edge(options(None), &link);
     let (_probe, mut halves) = PtyProbe::create(&link).expect("pty");
     let mut decoder = FrameDecoder::<MAX_WIRE_PACKET>::new();
     let mut buffer = [0u8; 4096];

@@ -38,15 +38,7 @@ const CASES: [Case; 6] = [
 ];
 
 fn random(shape: [usize; 4], seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..shape.iter().product::<usize>())
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
+    cdnet_testkit::uniform(shape.iter().product(), seed, -1.0, 1.0)
 }
 
 fn options(case: &Case, groups: usize) -> ConvOptions<2> {

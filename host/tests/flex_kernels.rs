@@ -11,20 +11,8 @@ use burn::prelude::*;
 use burn::tensor::module::{batch_norm_train, conv2d};
 use burn::tensor::ops::ConvOptions;
 
-fn random(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 1.0
-        })
-        .collect()
-}
-
 fn tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(random(shape.iter().product(), seed), shape), device)
+    Tensor::from_data(TensorData::new(cdnet_testkit::uniform(shape.iter().product(), seed, -1.0, 3.0), shape), device)
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {

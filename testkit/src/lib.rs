@@ -23,6 +23,20 @@ pub fn skip(test: &str, reason: &str, required: bool) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }
 
+/// `len` reproducible values uniform in `[lo, hi)` from `seed` (xorshift64; no RNG crate, so a
+/// test's inputs never change with a dependency's version).
+pub fn uniform(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            lo + (state >> 40) as f32 / (1u64 << 24) as f32 * (hi - lo)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
