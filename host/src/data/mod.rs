@@ -25,10 +25,10 @@
 //! validation and test sets. Images are cropped and resized to the network input with the `shared`
 //! code the edge uses; masks are resized the same way and kept only for scoring.
 
-use cdnet_shared::imageio::{FileKind, ImageReadError, file_kind, read_gray_frames};
-use cdnet_shared::labels::{LabelError, LabelSet, OCULAR_CLASSES};
+use cdnet_shared::imageio::{FileKind, file_kind, read_gray_frames};
+use cdnet_shared::labels::{LabelSet, OCULAR_CLASSES};
 use cdnet_shared::preprocess::crop_resize_plane;
-use cdnet_shared::{CropProfile, GrayImage, PreprocessConfig, PreprocessError};
+use cdnet_shared::{CropProfile, GrayImage, PreprocessConfig};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -36,6 +36,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+mod error;
+pub use error::DataError;
 
 /// How to read a data set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,90 +133,6 @@ impl Dataset {
         }
         counts
     }
-}
-
-/// Why a data set could not be loaded. Every message names the file or folder and what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    /// The root is missing.
-    #[error("data folder {0} does not exist; pass a folder with one sub-folder per class (or train/ and val/ splits)")]
-    NotFound(PathBuf),
-    /// No class folders found.
-    #[error("{0} has no class folders; expected <class>/*.png (ImageFolder) or images/<class>/*.png")]
-    NoClasses(PathBuf),
-    /// Split folders without `train/`, which the label set is read from.
-    #[error(
-        "{root} has {found}/ but no train/ split, which the class list is read from; pass the split folder \
-         itself (--data {root}/{found}) or add train/"
-    )]
-    NoTrainSplit {
-        /// The data root.
-        root: PathBuf,
-        /// The split folder that is there.
-        found: &'static str,
-    },
-    /// A class folder that the configured class list names has no images.
-    #[error(
-        "class folder {0} has no images, and the class list (data.classes or dataset.toml) names it; add images \
-         or remove the class from the list"
-    )]
-    EmptyListedClass(PathBuf),
-    /// A class folder has no images.
-    #[error("class folder {0} has no images; add images or remove the folder (or pass --skip-bad to ignore it)")]
-    EmptyClass(PathBuf),
-    /// An image could not be read.
-    #[error("{0}; fix or remove the file, or pass --skip-bad to skip unreadable files")]
-    BadImage(#[source] ImageReadError),
-    /// The image could not be preprocessed (e.g. the crop leaves nothing).
-    #[error("cannot preprocess {path}: {source}")]
-    Preprocess {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: PreprocessError,
-    },
-    /// Directory walking failed (permissions, symlink loop).
-    #[error("cannot read {path}: {reason}; fix the folder (a symlink loop?) or pass --skip-bad")]
-    Walk {
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// A split has a class the training split does not.
-    #[error("class {class:?} in {split}/ is not a training class ({known}); every split must use the training classes")]
-    UnknownClass {
-        /// The class.
-        class: String,
-        /// The split.
-        split: String,
-        /// The training classes.
-        known: String,
-    },
-    /// The configured class list does not match the folders.
-    #[error("configured classes [{configured}] do not match the class folders [{found}] in {root}")]
-    ClassMismatch {
-        /// From the config.
-        configured: String,
-        /// On disk.
-        found: String,
-        /// Where.
-        root: PathBuf,
-    },
-    /// A split ended up with no samples.
-    #[error("the {0} split has no images; add images or change val_fraction/test_fraction")]
-    EmptySplit(&'static str),
-    /// Bad class names.
-    #[error("invalid class list: {0}")]
-    Labels(#[from] LabelError),
-    /// `dataset.toml` is malformed.
-    #[error("invalid {path}: {message}")]
-    DatasetFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong (key and position).
-        message: String,
-    },
 }
 
 /// The optional `dataset.toml` at the root of a data set.

@@ -423,7 +423,7 @@ impl TrainConfig {
 
     /// Range and finiteness of every real-valued hyper-parameter, each error naming its key.
     fn validate_numbers(&self) -> Result<(), ConfigError> {
-        use Range::*;
+        use super::range::Range::*;
         let checks = [
             ("optim.lr", self.optim.lr, Positive),
             ("training.head_lr", self.training.head_lr, Positive),
@@ -565,38 +565,4 @@ fn apply_override(table: &mut toml::Table, item: &str) -> Result<(), ConfigError
     }
     node.insert(last.to_string(), value);
     Ok(())
-}
-
-/// The allowed range of a real-valued hyper-parameter (NaN and infinities are never allowed).
-#[derive(Debug, Clone, Copy)]
-enum Range {
-    /// `> 0`.
-    Positive,
-    /// `≥ 0`.
-    NonNegative,
-    /// `(0, 1]`: a fraction of a maximum.
-    Fraction,
-    /// `[0, 0.5)`: a padding as a fraction of the side.
-    Padding,
-}
-
-impl Range {
-    fn contains(self, v: f64) -> bool {
-        v.is_finite()
-            && match self {
-                Range::Positive => v > 0.0,
-                Range::NonNegative => v >= 0.0,
-                Range::Fraction => v > 0.0 && v <= 1.0,
-                Range::Padding => (0.0..0.5).contains(&v),
-            }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Range::Positive => "a positive number",
-            Range::NonNegative => "zero or positive",
-            Range::Fraction => "in (0, 1]",
-            Range::Padding => "in [0, 0.5)",
-        }
-    }
 }

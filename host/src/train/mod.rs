@@ -4,6 +4,7 @@ pub mod augment;
 pub mod config;
 pub mod eval;
 pub mod metrics;
+mod range;
 pub mod report;
 pub mod step;
 pub mod trainer;
