@@ -294,10 +294,15 @@ impl Bundle {
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
         let (card_path, card) = read_card(dir)?;
         card.check().map_err(|reason| BundleError::BadCard { path: card_path.clone(), reason })?;
-        verify_files(dir, &card, &card_path)?;
-        let bundle = Bundle { dir: dir.to_path_buf(), card };
-        bundle.check_binding(&card_path)?;
-        Ok(bundle)
+        let want = card.digest().map_err(|reason| BundleError::BadCard { path: card_path.clone(), reason })?;
+        // Each graph's stamp is read from the bytes just hashed: one read per file.
+        verify_files(dir, &card, &card_path, |path, name, bytes| {
+            if *name == card.backbone || *name == card.head {
+                check_stamp(&card_path, path, bytes, &want)?;
+            }
+            Ok(())
+        })?;
+        Ok(Bundle { dir: dir.to_path_buf(), card })
     }
 
     /// Binds a bundle whose graphs are intact to the card it has now: the upgrade of a format-1
@@ -306,34 +311,13 @@ impl Bundle {
     /// graphs are stamped, the card rewritten as the current format, and the bundle reopened.
     pub fn bind(dir: &Path) -> Result<Bundle, BundleError> {
         let (card_path, mut card) = read_card(dir)?;
-        verify_files(dir, &card, &card_path)?;
+        verify_files(dir, &card, &card_path, |_, _, _| Ok(()))?;
         card.format = CARD_FORMAT;
         card.check().map_err(|reason| BundleError::BadCard { path: card_path.clone(), reason })?;
         let files: Vec<String> = card.files.keys().cloned().collect();
         let names: Vec<&str> = files.iter().map(String::as_str).collect();
         Bundle::write_card(dir, &mut card, &names)?;
         Bundle::open(dir)
-    }
-
-    /// Both graphs carry the digest of this card.
-    fn check_binding(&self, card_path: &Path) -> Result<(), BundleError> {
-        let want =
-            self.card.digest().map_err(|reason| BundleError::BadCard { path: card_path.to_path_buf(), reason })?;
-        for file in [&self.card.backbone, &self.card.head] {
-            let graph = self.file(file);
-            let bytes = std::fs::read(&graph).map_err(|source| BundleError::Io { path: graph.clone(), source })?;
-            let unbound =
-                |what: String| BundleError::Unbound { card: card_path.to_path_buf(), graph: graph.clone(), what };
-            let stamped = crate::onnx_metadata::get(&bytes, CARD_DIGEST_KEY).map_err(|e| unbound(e.to_string()))?;
-            match stamped {
-                Some(got) if got == want => {}
-                Some(got) => {
-                    return Err(unbound(std::format!("the graph was exported with card {got}, this card is {want}")));
-                }
-                None => return Err(unbound(std::format!("the graph carries no single {CARD_DIGEST_KEY} entry"))),
-            }
-        }
-        Ok(())
     }
 
     /// Path of a bundle file.
@@ -381,8 +365,25 @@ fn read_card(dir: &Path) -> Result<(PathBuf, ModelCard), BundleError> {
     Ok((card_path, card))
 }
 
-/// Every listed file is a plain name in `dir` with the size and sha256 the card records.
-fn verify_files(dir: &Path, card: &ModelCard, card_path: &Path) -> Result<(), BundleError> {
+/// The graph at `graph` (its `bytes`) carries the card digest `want`.
+fn check_stamp(card_path: &Path, graph: &Path, bytes: &[u8], want: &str) -> Result<(), BundleError> {
+    let unbound =
+        |what: String| BundleError::Unbound { card: card_path.to_path_buf(), graph: graph.to_path_buf(), what };
+    match crate::onnx_metadata::get(bytes, CARD_DIGEST_KEY).map_err(|e| unbound(e.to_string()))? {
+        Some(got) if got == want => Ok(()),
+        Some(got) => Err(unbound(std::format!("the graph was exported with card {got}, this card is {want}"))),
+        None => Err(unbound(std::format!("the graph carries no single {CARD_DIGEST_KEY} entry"))),
+    }
+}
+
+/// Every listed file is a plain name in `dir` with the size and sha256 the card records; `each`
+/// then sees the verified bytes.
+fn verify_files(
+    dir: &Path,
+    card: &ModelCard,
+    card_path: &Path,
+    mut each: impl FnMut(&Path, &String, &[u8]) -> Result<(), BundleError>,
+) -> Result<(), BundleError> {
     for (name, expected) in &card.files {
         if name.is_empty() || name.contains('/') || name.contains('\\') || name == ".." || name == "." {
             return Err(BundleError::BadCard {
@@ -404,6 +405,7 @@ fn verify_files(dir: &Path, card: &ModelCard, card_path: &Path) -> Result<(), Bu
             let what = std::format!("sha256 {actual}, the card says {}", expected.sha256);
             return Err(BundleError::Tampered { path, what });
         }
+        each(&path, name, &bytes)?;
     }
     Ok(())
 }
