@@ -19,6 +19,7 @@ use cubecl_core::{
     server::ResourceLimitError,
 };
 use cubecl_environment::persistence::Store;
+#[cfg(feature = "llvm")]
 use cubecl_llvm::nvptx::ptx_version::PtxVersion;
 use cubecl_server::{
     compiler::KernelCacheKey,
@@ -96,12 +97,15 @@ pub struct PtxCacheEntry {
 fn cache_namespace(
     fingerprint: &str,
     backend: CudaBackend,
-    ptx_version: Option<PtxVersion>,
+    #[cfg(feature = "llvm")] ptx_version: Option<PtxVersion>,
 ) -> String {
-    match (backend, ptx_version) {
-        (CudaBackend::Cpp, _) => format!("{fingerprint}-cpp"),
-        (CudaBackend::Llvm, None) => format!("{fingerprint}-llvm"),
-        (CudaBackend::Llvm, Some(ptx_version)) => format!("{fingerprint}-llvm-{ptx_version}"),
+    match backend {
+        CudaBackend::Cpp => format!("{fingerprint}-cpp"),
+        #[cfg(feature = "llvm")]
+        CudaBackend::Llvm => match ptx_version {
+            None => format!("{fingerprint}-llvm"),
+            Some(ptx_version) => format!("{fingerprint}-llvm-{ptx_version}"),
+        },
     }
 }
 
@@ -118,6 +122,7 @@ impl CudaContext {
         let fingerprint = cache_namespace(
             &format!("ptx_sm{}", arch.version),
             backend,
+            #[cfg(feature = "llvm")]
             compilation_options.ptx_version,
         );
         let ptx_cache = compilation_store("cuda", &fingerprint);
@@ -235,6 +240,7 @@ impl CudaContext {
             Some(CudaRepresentation::Cpp(_)) => {
                 self.load_transpiled(kernel_id, key, jitc_kernel, logger, recording)
             }
+            #[cfg(feature = "llvm")]
             Some(CudaRepresentation::Llvm(_)) => {
                 self.load_emitted_ptx(kernel_id, key, jitc_kernel, logger, recording)
             }
@@ -246,6 +252,7 @@ impl CudaContext {
                 CudaBackend::Cpp => {
                     self.load_transpiled(kernel_id, key, jitc_kernel, logger, recording)
                 }
+                #[cfg(feature = "llvm")]
                 CudaBackend::Llvm => Err(CompilationError::Generic {
                     reason: "the LLVM backend cannot load a precompiled kernel: it has no text to \
                          compile from"
@@ -258,6 +265,7 @@ impl CudaContext {
     }
 
     /// Turns a kernel the LLVM backend just compiled into a loaded module.
+    #[cfg(feature = "llvm")]
     ///
     /// What it hands back is already PTX, so no `nvrtc*` call belongs here: the bytes go
     /// straight to [`Self::load_ptx`], exactly as a cache hit would. The driver still JITs
@@ -612,7 +620,7 @@ fn launch_failed(op: &'static str, err: cudarc::driver::DriverError) -> LaunchEr
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "llvm"))]
 mod tests {
     use super::cache_namespace;
     use crate::compiler::CudaBackend;
