@@ -4,10 +4,12 @@ use crate::data::{self, DataConfig, Sample};
 use crate::model::infer::predict;
 use crate::model::saved;
 use crate::phantom::{self, Difficulty, PhantomConfig, WriteOptions};
+use crate::train::bench::{StepBenchRun, bench_step};
 use crate::train::config::TrainConfig;
+use crate::train::device::{Backend, device_for};
 use crate::train::eval::{evaluate, summary, write_reports};
 use crate::train::report::heatmap_panel;
-use crate::train::trainer::{Backend, TrainOptions, device_for, train};
+use crate::train::trainer::{TrainOptions, train};
 use anyhow::{Context, Result, bail};
 use cdnet_shared::GrayImage;
 use cdnet_shared::imageio::read_gray_frames;
@@ -46,6 +48,35 @@ pub enum Command {
     /// Bind a bundle's graphs to its card again: upgrade a bundle exported before card binding, or
     /// accept a deliberate, reviewed edit of its model.json. The graphs must be unchanged.
     Bind(BindArgs),
+    /// Time the configured training step on a fixed synthetic batch (images/s, loss per step);
+    /// `tools/torch_step_bench.py` is the same step in PyTorch.
+    BenchStep(BenchStepArgs),
+}
+
+/// `cdnet bench-step`.
+#[derive(Debug, Args)]
+pub struct BenchStepArgs {
+    /// TOML config whose model, loss and views are timed (default: the paper's, b3 at 224).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override any config key, as for `cdnet train` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Images per step (default: the config's training.batch_size).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Untimed steps first (allocation, kernel compilation and autotuning on a GPU).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: Backend,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// `cdnet bind`.
@@ -232,7 +263,37 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => run_predict(args),
         Command::Export(args) => run_export(args),
         Command::Bind(args) => run_bind(args),
+        Command::BenchStep(args) => run_bench_step(args),
     }
+}
+
+fn run_bench_step(args: BenchStepArgs) -> Result<()> {
+    let config = TrainConfig::load(args.config.as_deref(), &args.overrides)?;
+    let run = StepBenchRun {
+        batch: args.batch.unwrap_or(config.training.batch_size),
+        warmup: args.warmup,
+        steps: args.steps,
+    };
+    let mut show = |step: usize, seconds: f64, loss: f32| eprintln!("step {step}: {seconds:.3} s, loss {loss:.4}");
+    let report = bench_step(&config, run, &device_for(args.backend)?, &mut show)?;
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let losses: Vec<String> = report.losses.iter().map(|l| format!("{l:.4}")).collect();
+    println!(
+        "train_step {} batch {} {}x{} on {:?}: {:.3} s/step, {:.2} images/s, peak RSS {:.0} MiB; loss per step {}",
+        report.backbone,
+        report.batch,
+        report.size,
+        report.size,
+        args.backend,
+        report.seconds_per_step,
+        report.images_per_second,
+        report.peak_rss_mib,
+        losses.join(" ")
+    );
+    Ok(())
 }
 
 fn run_bind(args: BindArgs) -> Result<()> {

@@ -3,7 +3,8 @@
 
 use cdnet_host::phantom::{PhantomConfig, WriteOptions, write_image_folder};
 use cdnet_host::train::config::{ConfigError, TrainConfig};
-use cdnet_host::train::trainer::{Backend, TrainOptions, train};
+use cdnet_host::train::device::Backend;
+use cdnet_host::train::trainer::{TrainOptions, train};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -364,4 +365,39 @@ fn cli_refuses_bad_numbers_with_the_key_named_and_at_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--size 5000"), "{err}");
     assert!(!dir.path().join("sheet.png").exists(), "no sheet is drawn for a refused size");
+}
+
+/// `cdnet bench-step` (what the GPU check times against PyTorch) runs the configured step: its
+/// report has every step's time and loss, the loss falls on the fixed batch, and a bad request is
+/// one clear error.
+#[test]
+fn bench_step_reports_every_step_and_the_loss_falls() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "");
+    let json = dir.path().join("bench.json");
+    let out = Command::new(CDNET)
+        .args(["-q", "bench-step", "--config"])
+        .arg(&config)
+        .args(["--batch", "8", "--warmup", "1", "--steps", "4", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let losses: Vec<f64> = report["losses"].as_array().unwrap().iter().map(|l| l.as_f64().unwrap()).collect();
+    let seconds = report["step_seconds"].as_array().unwrap();
+    assert_eq!((losses.len(), seconds.len()), (5, 5), "{report}");
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(losses[4] < losses[0], "the fixed batch's loss did not fall: {losses:?}");
+    let per_step = report["seconds_per_step"].as_f64().unwrap();
+    let mean: f64 = seconds[1..].iter().map(|s| s.as_f64().unwrap()).sum::<f64>() / 4.0;
+    assert!((per_step - mean).abs() < 1e-9, "seconds_per_step {per_step} is not the mean of the timed steps {mean}");
+    assert_eq!(report["size"], 64);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("images/s") && stdout.contains("loss per step"), "{stdout}");
+
+    let bad = Command::new(CDNET).args(["-q", "bench-step", "--batch", "1"]).output().unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.starts_with("error: ") && stderr.contains("batch of at least 2"), "{stderr}");
 }

@@ -10,6 +10,7 @@ use crate::model::loss::HcdConfig;
 use crate::model::wsll::AttentionActivation;
 use crate::model::{CdnetConfig, EfficientNetConfig};
 use crate::train::step::{LossKind, StepConfig, ZoomKind};
+use burn::optim::{AdamConfig, decay::WeightDecayConfig};
 use cdnet_shared::{CenterZoomParams, CropProfile};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -523,6 +524,20 @@ impl TrainConfig {
             center: self.center_zoom(),
             train_heads: train_heads || warm_up,
             heads_train_backbone: self.loss.heads_train_backbone,
+        }
+    }
+
+    /// The Adam optimiser of `optim`, with its weight decay where `weight_decay` (the head stage
+    /// of the two-stage regime trains without it).
+    pub fn adam(&self, weight_decay: bool) -> AdamConfig {
+        let adam = AdamConfig::new()
+            .with_beta_1(self.optim.beta1)
+            .with_beta_2(self.optim.beta2)
+            .with_epsilon(self.optim.epsilon);
+        if weight_decay && self.optim.weight_decay > 0.0 {
+            adam.with_weight_decay(Some(WeightDecayConfig::new(self.optim.weight_decay)))
+        } else {
+            adam
         }
     }
 

@@ -1,7 +1,9 @@
 //! Training: the step (every regime and ablation), the loop, checkpoints, metrics and reports.
 
 pub mod augment;
+pub mod bench;
 pub mod config;
+pub mod device;
 pub mod eval;
 pub mod metrics;
 mod range;

@@ -9,6 +9,7 @@
 
 use super::augment::augment;
 use super::config::{LrSchedule, Regime, TrainConfig};
+use super::device::{Backend, device_for};
 use super::eval::{Evaluation, evaluate, normalised, summary, write_reports};
 use super::report::{EpochPoint, curves};
 use super::step::{Batch, LossParts, head_loss, training_loss};
@@ -17,7 +18,7 @@ use crate::model::infer::{planes_to_batch, to_vec};
 use crate::model::saved::{ModelInfo, model_bytes, model_from_bytes, save, write_atomic};
 use crate::model::{Cdnet, weights};
 use anyhow::{Context, Result, bail};
-use burn::optim::{AdamConfig, GradientsParams, decay::WeightDecayConfig};
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use cdnet_shared::zoom::crop_and_resize;
 use cdnet_shared::{CenterZoomParams, Normalization, PreprocessConfig, Rect, center_zoom_box};
@@ -29,28 +30,6 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Compute device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// burn's Flex CPU backend (default; pure Rust, multi-threaded).
-    Cpu,
-    /// burn-cuda on GPU 0 (build with `--features cuda`).
-    Cuda,
-}
-
-/// The device for `backend`.
-pub fn device_for(backend: Backend) -> Result<Device> {
-    match backend {
-        Backend::Cpu => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
-        Backend::Cuda => Ok(Device::cuda(0)),
-        #[cfg(not(feature = "cuda"))]
-        Backend::Cuda => bail!(
-            "this cdnet was built without CUDA; rebuild with `cargo build --release -p cdnet-host --features cuda`"
-        ),
-    }
-}
 
 /// How to run a training.
 #[derive(Debug, Clone)]
@@ -326,18 +305,7 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
         progress: options.progress,
     };
     let two_stage = config.training.regime == Regime::TwoStage;
-    let adam = |lr_decay: bool| {
-        let adam = AdamConfig::new()
-            .with_beta_1(config.optim.beta1)
-            .with_beta_2(config.optim.beta2)
-            .with_epsilon(config.optim.epsilon);
-        if lr_decay && config.optim.weight_decay > 0.0 {
-            adam.with_weight_decay(Some(WeightDecayConfig::new(config.optim.weight_decay)))
-        } else {
-            adam
-        }
-    };
-    let mut optimizer = adam(true).init();
+    let mut optimizer = config.adam(true).init();
     let mut state = TrainState { stage: 1, ..Default::default() };
     if options.resume {
         let (saved, model_bytes_saved, optimizer_bytes) = load_checkpoint(&checkpoint_path)?;
@@ -430,7 +398,7 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
 
     // Stage 2 of the two-stage regime: heads on the frozen inference path.
     if state.stage == 2 {
-        train_heads(&ctx, &mut model, &mut state, &checkpoint_path, &adam(false))?;
+        train_heads(&ctx, &mut model, &mut state, &checkpoint_path, &config.adam(false))?;
     }
 
     // Final evaluation of the best model.
