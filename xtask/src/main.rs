@@ -6,6 +6,8 @@
 //! * `dist`: cross-builds the edge runtime for a board and packs a versioned, hashed tarball.
 //! * `flash`: deploys that tarball to a board over ssh with an atomic switch, a health check and
 //!   rollback.
+//! * `gpu-check`: builds the CUDA trainer and a self-contained folder that checks it on a GPU
+//!   machine (burn-cuda vs PyTorch step, end-to-end training and export).
 //!
 //! xtask never links burn or tract; it drives `cargo` and the built binaries.
 
@@ -13,6 +15,7 @@ mod board;
 mod demo;
 mod dist;
 mod flash;
+mod gpu_check;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +36,8 @@ enum Task {
     Dist(dist::DistArgs),
     /// Deploy a dist tarball to a board over ssh: atomic switch, restart, health check, rollback.
     Flash(flash::FlashArgs),
+    /// Build the CUDA trainer and a folder that checks it on an NVIDIA GPU machine (no network).
+    GpuCheck(gpu_check::GpuCheckArgs),
 }
 
 fn main() {
@@ -49,6 +54,9 @@ fn main() {
             println!(
                 "  flash   deploy a dist tarball to a board over ssh, switch atomically, health-check, roll back on failure"
             );
+            println!(
+                "  gpu-check  build the CUDA trainer and target/gpu-check/, a folder that times it against PyTorch on a GPU"
+            );
             println!("boards: {}", board::BOARDS.iter().map(|b| b.name).collect::<Vec<_>>().join(", "));
             println!("`cargo xtask TASK --help` for the options of a task.");
             Ok(())
@@ -56,6 +64,7 @@ fn main() {
         Some(Task::Demo(args)) => demo::run(args),
         Some(Task::Dist(args)) => dist::run(args).map(|_| ()),
         Some(Task::Flash(args)) => flash::run(args),
+        Some(Task::GpuCheck(args)) => gpu_check::run(args),
     };
     if let Err(error) = outcome {
         eprintln!("error: {error:#}");
