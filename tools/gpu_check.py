@@ -144,11 +144,13 @@ class Check:
             self.report[f"ratio_{label}"] = b["images_per_second"] / t["images_per_second"]
             b["loss_falls"] = b["losses"][-1] < b["losses"][0]
 
-    def end_to_end(self):
+    def end_to_end(self, autotune):
+        # Less tuning: this stage checks that a GPU-trained model exports, not its speed.
+        write_cubecl_config(self.out, autotune)
         run = os.path.join(self.out, "e2e-run")
         bundle = os.path.join(self.out, "bundle")
         train = self.stage("e2e-train", ["./cdnet", "-q", "train", "--data", "data", "--config", "configs/e2e.toml",
-                                         "--backend", "cuda", "--out", run], 180)
+                                         "--backend", "cuda", "--out", run], self.train_limit)
         if train["status"] != "ok":
             return
         metrics = os.path.join(run, "metrics.json")
@@ -175,19 +177,23 @@ class Check:
                 print(f"{key}: burn-cuda / PyTorch images/s = {value:.3f}")
 
 
-def write_cubecl_config(out):
+def write_cubecl_config(out, autotune="balanced"):
     """CubeCL reads cubecl.toml from the working directory: log every kernel compilation and every
-    autotune decision, so a slow first step can be told apart from a slow kernel."""
+    autotune decision, so a slow first step can be told apart from a slow kernel; `autotune` is
+    CubeCL's tuning effort (balanced is its default)."""
     with open(os.path.join(HERE, "cubecl.toml"), "w") as f:
         f.write(f"""[compilation.logger]
 level = "basic"
 file = "{out}/cubecl-compilation.log"
-append = false
+append = true
+
+[autotune]
+level = "{autotune}"
 
 [autotune.logger]
 level = "minimal"
 file = "{out}/cubecl-autotune.log"
-append = false
+append = true
 """)
 
 
@@ -196,6 +202,11 @@ def main():
     parser.add_argument("out", help="folder for gpu-check.json, gpu-check.log and bundle.tar")
     parser.add_argument("--budget", type=float, default=480, help="seconds for all stages together")
     parser.add_argument("--only", default="", help="comma-separated stage names to run (default: all)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each step benchmark")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps of each step benchmark")
+    parser.add_argument("--limits", type=float, nargs=3, default=[200, 60, 180], metavar=("BURN", "TORCH", "TRAIN"),
+                        help="seconds for the b3 burn and torch benchmarks and the end-to-end training")
+    parser.add_argument("--e2e-autotune", default="minimal", help="CubeCL autotune level of the end-to-end stage")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     out = os.path.abspath(args.out)
@@ -207,10 +218,13 @@ def main():
         check.report["torch"], check.report["timm"] = torch.__version__, timm.__version__
     except ImportError as e:
         check.report["torch"] = f"missing: {e}"
-    check.bench_pair("b3-224-b64", "configs/paper-b3.toml", ["b3"], 64, 2, 8, (200, 60))
-    check.end_to_end()
-    check.bench_pair("lite0-224-b64", "configs/field-lite0.toml", ["lite0", "--widths", "512", "1024"], 64, 2, 8,
-                     (120, 45))
+    burn_limit, torch_limit, check.train_limit = args.limits
+    check.bench_pair("b3-224-b64", "configs/paper-b3.toml", ["b3"], 64, args.warmup, args.steps,
+                     (burn_limit, torch_limit))
+    check.end_to_end(args.e2e_autotune)
+    write_cubecl_config(out)
+    check.bench_pair("lite0-224-b64", "configs/field-lite0.toml", ["lite0", "--widths", "512", "1024"], 64,
+                     args.warmup, args.steps, (120, 45))
     check.finish()
 
 

@@ -48,9 +48,9 @@ const TRAIN_PER_CLASS: usize = 24;
 const VAL_PER_CLASS: usize = 8;
 
 /// The end-to-end training: the field recipe (Lite0, WSLL, CMZ, HCD) at 224 px from scratch
-/// (no ImageNet checkpoint travels), two epochs: enough to check that a GPU-trained model
+/// (no ImageNet checkpoint travels), one epoch: enough to check that a GPU-trained model
 /// exports and passes parity, not to be accurate.
-const E2E_CONFIG: &str = r#"# The GPU check's end-to-end run: configs/field-lite0.toml at 224 px, from scratch, 2 epochs.
+const E2E_CONFIG: &str = r#"# The GPU check's end-to-end run: configs/field-lite0.toml at 224 px, from scratch, 1 epoch.
 [model]
 backbone = "lite0"
 input_size = 224
@@ -62,7 +62,7 @@ kind = "hcd"
 heads_train_backbone = false
 
 [training]
-epochs = 2
+epochs = 1
 batch_size = 32
 eval_batch_size = 32
 
