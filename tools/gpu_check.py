@@ -126,15 +126,16 @@ class Check:
         print(f"{name}: {result['status']} ({result['seconds']} s)", flush=True)
         return result
 
-    def bench_pair(self, label, config, torch_args, batch, warmup, steps, limits):
+    def bench_pair(self, label, config, torch_model, batch, warmup, steps, limits):
+        """`torch_model`: the variant, then any options (after the positionals: --widths takes two)."""
         burn_json = os.path.join(self.out, f"burn-{label}.json")
         torch_json = os.path.join(self.out, f"torch-{label}.json")
         burn = self.stage(f"burn-{label}", ["./cdnet", "bench-step", "--config", config, "--set",
                                             "model.input_size=224", "--batch", str(batch), "--warmup",
                                             str(warmup), "--steps", str(steps), "--backend", "cuda",
                                             "--json", burn_json], limits[0], burn_json)
-        torch = self.stage(f"torch-{label}", [sys.executable, "torch_step_bench.py", *torch_args, str(batch), "224",
-                                              str(steps), "--warmup", str(warmup), "--device", "cuda", "--json",
+        torch = self.stage(f"torch-{label}", [sys.executable, "torch_step_bench.py", torch_model[0], str(batch), "224",
+                                              str(steps), *torch_model[1:], "--warmup", str(warmup), "--device", "cuda", "--json",
                                               torch_json], limits[1], torch_json)
         for path in (burn_json, torch_json):
             if os.path.exists(path):
@@ -200,18 +201,23 @@ append = true
 def main():
     parser = argparse.ArgumentParser(description="CDNet GPU check")
     parser.add_argument("out", help="folder for gpu-check.json, gpu-check.log and bundle.tar")
-    parser.add_argument("--budget", type=float, default=480, help="seconds for all stages together")
+    # burn-cuda compiles and autotunes every kernel shape once per process: b3's first training step
+    # took over 165 s on an H200 (docs/performance.md), so the defaults are generous.
+    parser.add_argument("--budget", type=float, default=2400, help="seconds for all stages together")
     parser.add_argument("--only", default="", help="comma-separated stage names to run (default: all)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each step benchmark")
     parser.add_argument("--steps", type=int, default=8, help="timed steps of each step benchmark")
-    parser.add_argument("--limits", type=float, nargs=3, default=[200, 60, 180], metavar=("BURN", "TORCH", "TRAIN"),
+    parser.add_argument("--limits", type=float, nargs=3, default=[900, 120, 900], metavar=("BURN", "TORCH", "TRAIN"),
                         help="seconds for the b3 burn and torch benchmarks and the end-to-end training")
     parser.add_argument("--e2e-autotune", default="minimal", help="CubeCL autotune level of the end-to-end stage")
+    parser.add_argument("--bench-autotune", default="balanced",
+                        help="CubeCL autotune level of the step benchmarks (minimal, balanced, extensive, full)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     out = os.path.abspath(args.out)
-    write_cubecl_config(out)
+    write_cubecl_config(out, args.bench_autotune)
     check = Check(out, args.budget, {s for s in args.only.split(",") if s})
+    check.report["bench_autotune"], check.report["e2e_autotune"] = args.bench_autotune, args.e2e_autotune
     try:
         import torch
         import timm
@@ -222,7 +228,7 @@ def main():
     check.bench_pair("b3-224-b64", "configs/paper-b3.toml", ["b3"], 64, args.warmup, args.steps,
                      (burn_limit, torch_limit))
     check.end_to_end(args.e2e_autotune)
-    write_cubecl_config(out)
+    write_cubecl_config(out, args.bench_autotune)
     check.bench_pair("lite0-224-b64", "configs/field-lite0.toml", ["lite0", "--widths", "512", "1024"], 64,
                      args.warmup, args.steps, (120, 45))
     check.finish()

@@ -36,7 +36,7 @@ pub struct GpuCheckArgs {
     #[arg(long)]
     pub prebuilt: Option<PathBuf>,
     /// Seconds the stages may take together when it runs.
-    #[arg(long, default_value_t = 480)]
+    #[arg(long, default_value_t = 2400)]
     pub budget: u32,
 }
 
