@@ -232,12 +232,30 @@ fn parse_difficulty(text: &str) -> Result<f32, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
+    default_device_follows(&cli.command);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// burn reads records from bytes (the optimiser state of a checkpoint) onto its default device,
+/// which is CUDA in a build with `--features cuda`; make it the device the command runs on.
+fn default_device_follows(command: &Command) {
+    let backend = match command {
+        Command::Train(a) => a.backend,
+        Command::Eval(a) => a.backend,
+        Command::Predict(a) => a.backend,
+        Command::BenchStep(a) => a.backend,
+        _ => Backend::Cpu,
+    };
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        let name = if backend == Backend::Cuda { "cuda" } else { "flex" };
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::set_var("BURN_DEVICE", name) };
     }
 }
 

@@ -398,6 +398,24 @@ fn bench_step_reports_every_step_and_the_loss_falls() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("images/s") && stdout.contains("loss per step"), "{stdout}");
 
+    // Without a GPU stack (or in a build without CUDA) `--backend cuda` is one clear line, not a
+    // panic on burn-cuda's device thread; where a GPU is present the step simply runs.
+    let cuda = Command::new(CDNET)
+        .args(["-q", "bench-step", "--config"])
+        .arg(&config)
+        .args(["--batch", "2", "--warmup", "0", "--steps", "1", "--backend", "cuda"])
+        .output()
+        .unwrap();
+    if !cuda.status.success() {
+        let stderr = String::from_utf8_lossy(&cuda.stderr);
+        assert!(
+            stderr.starts_with("error: ")
+                && stderr.trim_end().lines().count() == 1
+                && (stderr.to_lowercase().contains("cuda") || stderr.contains("--backend cpu")),
+            "{stderr}"
+        );
+    }
+
     let bad = Command::new(CDNET).args(["-q", "bench-step", "--batch", "1"]).output().unwrap();
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
