@@ -3,8 +3,10 @@
 //! * **receiver**: reads the link, decodes packets, reassembles frames. Each complete frame goes
 //!   into a one-frame slot. If the slot still holds an unprocessed frame, that older frame is
 //!   dropped and counted: when frames arrive faster than inference, the newest wins and no backlog
-//!   builds up. It answers `Hello` with `Ready`, rejects frames whose size differs from the `Hello`,
-//!   and reopens the port whenever it fails (probe unplugged).
+//!   builds up, and the probe is told which frame was skipped. What each packet means for the
+//!   session (`Hello` → `Ready`, refusals) is decided by [`EdgeSession`], a pure state machine in
+//!   `shared`; the receiver only carries it out, and reopens the port whenever it fails (probe
+//!   unplugged).
 //! * **inference**: takes the newest frame, runs the bundle with tract, and queues the `Result` (or
 //!   an `Error`).
 //! * **writer**: sends queued messages and a heartbeat every second. It stamps each result with
@@ -20,10 +22,11 @@ use anyhow::{Context, Result};
 use cdnet_shared::bundle::Bundle;
 use cdnet_shared::postprocess::quantize_heatmap;
 use cdnet_shared::preprocess::input_rect_to_frame;
-use cdnet_shared::protocol::frames::{AssemblyError, Frame, FrameAssembler};
+use cdnet_shared::protocol::frames::Frame;
+use cdnet_shared::protocol::session::{EdgeSession, Reaction};
 use cdnet_shared::protocol::{
-    ErrorCode, ErrorReport, FrameDecoder, Heartbeat, Hello, InferenceResult, MAX_FRAME_SIDE, MAX_HEATMAP_CELLS,
-    MAX_WIRE_PACKET, Message, PROTOCOL_VERSION, PacketError, PixelFormat, Ready, ZoomBox, encode_packet_vec, truncated,
+    ErrorCode, ErrorReport, FrameDecoder, Heartbeat, InferenceResult, MAX_HEATMAP_CELLS, MAX_WIRE_PACKET, Message,
+    Ready, Skipped, ZoomBox, encode_packet_vec, truncated,
 };
 use cdnet_shared::resize::resize_bilinear;
 use cdnet_shared::runtime::{Inference, Pipeline, Threads};
@@ -188,15 +191,15 @@ pub fn run(
     let (outbox, inbox) = channel::<Outgoing>();
     let ready =
         Ready { model: truncated(&card.name), classes: card.labels.len() as u8, max_packet: MAX_WIRE_PACKET as u32 };
+    let session = EdgeSession::new(ready, card.preprocess.crop);
 
     let receiver = {
         let shared = shared.clone();
         let outbox = outbox.clone();
         let quiet = options.quiet_after;
-        let crop = card.preprocess.crop;
         thread::Builder::new()
             .name("receiver".into())
-            .spawn(move || receive(&shared, link.as_ref(), &outbox, &ready, &crop, quiet))?
+            .spawn(move || receive(&shared, link.as_ref(), &outbox, session, quiet))?
     };
     let writer = {
         let shared = shared.clone();
@@ -341,27 +344,14 @@ fn set_link(shared: &Shared, status: LinkStatus) {
     }
 }
 
-/// Why frames of the size a `Hello` announces could never be served, if so.
-fn announced_size_problem(hello: &Hello, crop: &CropProfile) -> Result<(), String> {
-    let (w, h) = (hello.frame_width, hello.frame_height);
-    if w == 0 || h == 0 || w > MAX_FRAME_SIDE || h > MAX_FRAME_SIDE {
-        return Err(format!("Hello announces {w}x{h} frames; each side must be 1 to {MAX_FRAME_SIDE} pixels"));
-    }
-    cdnet_shared::preprocess::usable_crop(usize::from(w), usize::from(h), crop)
-        .map(|_| ())
-        .map_err(|e| format!("Hello announces {w}x{h} frames: {e}"))
-}
-
 fn receive(
     shared: &Shared,
     link: &dyn LinkOpener,
     outbox: &Sender<Outgoing>,
-    ready: &Ready,
-    crop: &CropProfile,
+    mut session: EdgeSession,
     quiet: Duration,
 ) {
     let mut decoder = Box::new(FrameDecoder::<MAX_WIRE_PACKET>::new());
-    let mut assembler = FrameAssembler::new();
     let mut buffer = vec![0u8; 16 * 1024];
     let mut opened_before = false;
     let mut last_open_error: Option<String> = None;
@@ -388,8 +378,7 @@ fn receive(
         tracing::info!("probe link open: {}", link.describe());
         *lock(&shared.writer) = Some(writer);
         decoder.reset();
-        let mut expected: Option<(u16, u16)> = None;
-        let mut rejected_seq: Option<u32> = None;
+        session.reset();
         let mut last_heard: Option<Instant> = None;
         set_link(shared, LinkStatus::Waiting);
         while !shared.stop.load(Ordering::Relaxed) {
@@ -415,80 +404,8 @@ fn receive(
             while !rest.is_empty() {
                 let (used, event) = decoder.feed(rest);
                 rest = &rest[used..];
-                match event {
-                    Some(Ok(Message::Hello(hello))) => {
-                        if let Err(detail) = announced_size_problem(&hello, crop) {
-                            // No Ready: frames of this size could never be served.
-                            expected = None;
-                            let report = ErrorReport::new(None, ErrorCode::BadFrameGeometry, &detail);
-                            let _ = outbox.send(Outgoing::Plain(Message::Error(report)));
-                            continue;
-                        }
-                        expected = Some((hello.frame_width, hello.frame_height));
-                        if hello.pixel_format != PixelFormat::Gray8 {
-                            let report = ErrorReport::new(
-                                None,
-                                ErrorCode::UnsupportedPixelFormat,
-                                "only Gray8 frames are supported",
-                            );
-                            let _ = outbox.send(Outgoing::Plain(Message::Error(report)));
-                        }
-                        let _ = outbox.send(Outgoing::Plain(Message::Ready(ready.clone())));
-                        set_link(shared, LinkStatus::Receiving);
-                    }
-                    Some(Ok(Message::FrameChunk(chunk))) => {
-                        if expected.is_some_and(|e| e != (chunk.width, chunk.height)) {
-                            if rejected_seq != Some(chunk.seq) {
-                                rejected_seq = Some(chunk.seq);
-                                shared.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
-                                let (w, h) = expected.unwrap_or_default();
-                                let detail =
-                                    format!("frame is {}x{}, the probe announced {w}x{h}", chunk.width, chunk.height);
-                                let report = ErrorReport::new(Some(chunk.seq), ErrorCode::BadFrameGeometry, &detail);
-                                let _ = outbox.send(Outgoing::Plain(Message::Error(report)));
-                            }
-                            continue;
-                        }
-                        match assembler.push(&chunk) {
-                            Ok(Some(frame)) => {
-                                shared.counters.frames.fetch_add(1, Ordering::Relaxed);
-                                set_link(shared, LinkStatus::Receiving);
-                                let mut slot = lock(&shared.slot);
-                                if slot.replace(Pending { frame, received: Instant::now() }).is_some() {
-                                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                                }
-                                drop(slot);
-                                shared.wake.notify_one();
-                            }
-                            Ok(None) => {}
-                            Err(error) => {
-                                shared.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
-                                let (seq, code) = match error {
-                                    AssemblyError::Geometry { seq, .. } => (seq, ErrorCode::BadFrameGeometry),
-                                    AssemblyError::OutOfOrder { seq, .. } | AssemblyError::Overrun { seq, .. } => {
-                                        (seq, ErrorCode::ChunkOutOfOrder)
-                                    }
-                                };
-                                if rejected_seq != Some(seq) {
-                                    rejected_seq = Some(seq);
-                                    let report = ErrorReport::new(Some(seq), code, &error.to_string());
-                                    let _ = outbox.send(Outgoing::Plain(Message::Error(report)));
-                                }
-                            }
-                        }
-                    }
-                    Some(Ok(Message::Error(report))) => {
-                        tracing::warn!("probe reports {:?}: {}", report.code, report.detail)
-                    }
-                    Some(Ok(_)) | None => {}
-                    // An intact packet of another version (its CRC held): say so (docs/protocol.md §3.5),
-                    // so a probe speaking another version learns why it is not served.
-                    Some(Err(PacketError::Version(version))) => {
-                        let detail = format!("packet version {version}, this edge speaks {PROTOCOL_VERSION}");
-                        let report = ErrorReport::new(None, ErrorCode::VersionMismatch, &detail);
-                        let _ = outbox.send(Outgoing::Plain(Message::Error(report)));
-                    }
-                    Some(Err(_)) => {}
+                if let Some(packet) = event {
+                    react(shared, outbox, session.on_packet(packet));
                 }
             }
             let errors = decoder.stats().errors();
@@ -502,6 +419,42 @@ fn receive(
             screen.dropped = shared.counters.dropped.load(Ordering::Relaxed);
         }
         *lock(&shared.writer) = None;
+    }
+}
+
+/// Carries out what the session decided about one packet.
+fn react(shared: &Shared, outbox: &Sender<Outgoing>, reaction: Reaction) {
+    let reply = |message| {
+        let _ = outbox.send(Outgoing::Plain(message));
+    };
+    match reaction {
+        Reaction::Quiet => {}
+        Reaction::Ready(ready) => {
+            reply(Message::Ready(ready));
+            set_link(shared, LinkStatus::Receiving);
+        }
+        Reaction::Frame(frame) => {
+            shared.counters.frames.fetch_add(1, Ordering::Relaxed);
+            set_link(shared, LinkStatus::Receiving);
+            let newer = frame.seq;
+            let replaced = lock(&shared.slot).replace(Pending { frame, received: Instant::now() });
+            shared.wake.notify_one();
+            if let Some(old) = replaced {
+                // The newest frame wins; say which one was not classified (docs/protocol.md §3).
+                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                reply(Message::Skipped(Skipped { seq: old.frame.seq, newer }));
+            }
+        }
+        Reaction::Refuse(report) => {
+            if let Some(seq) = report.seq {
+                tracing::warn!("frame {seq} refused ({:?}): {}", report.code, report.detail);
+                shared.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
+            } else {
+                tracing::warn!("probe packet refused ({:?}): {}", report.code, report.detail);
+            }
+            reply(Message::Error(report));
+        }
+        Reaction::ProbeError(report) => tracing::warn!("probe reports {:?}: {}", report.code, report.detail),
     }
 }
 

@@ -10,7 +10,8 @@ use cdnet_shared::imageio::{file_kind, read_gray_frames};
 use cdnet_shared::phantom::{PhantomClass, PhantomConfig, image_seed, render};
 use cdnet_shared::protocol::frames::frame_chunks;
 use cdnet_shared::protocol::{
-    ErrorReport, FrameDecoder, Hello, InferenceResult, Message, PixelFormat, Ready, encode_packet_vec, truncated,
+    ErrorReport, FrameDecoder, Hello, InferenceResult, Message, PixelFormat, Ready, Skipped, encode_packet_vec,
+    truncated,
 };
 use cdnet_shared::resize::resize_bilinear;
 use rand::{RngExt, SeedableRng};
@@ -203,6 +204,8 @@ pub struct SimReport {
     pub results: Vec<ResultLine>,
     /// Errors received.
     pub errors: Vec<String>,
+    /// Frames the edge reported skipped for a newer one: (skipped, newer).
+    pub skipped: Vec<(u32, u32)>,
     /// The edge's `Ready`, if any.
     pub ready: Option<String>,
     /// Packets the simulator could not decode (bad CRC etc.).
@@ -236,6 +239,7 @@ enum Reply {
     Ready(Ready),
     Result(Box<InferenceResult>),
     Error(ErrorReport),
+    Skipped(Skipped),
     DecodeErrors(u64),
 }
 
@@ -263,6 +267,7 @@ fn spawn_reader(mut reader: Box<dyn Read + Send>, stop: Arc<AtomicBool>) -> Rece
                     Some(Ok(Message::Ready(r))) => Some(Reply::Ready(r)),
                     Some(Ok(Message::Result(r))) => Some(Reply::Result(Box::new(r))),
                     Some(Ok(Message::Error(e))) => Some(Reply::Error(e)),
+                    Some(Ok(Message::Skipped(s))) => Some(Reply::Skipped(s)),
                     _ => None,
                 };
                 if let Some(reply) = reply
@@ -367,21 +372,31 @@ pub fn simulate(link: LinkHalves, options: &SimOptions, mut unplug: Option<&mut 
                         return true;
                     }
                 }
+                Ok(Reply::Skipped(skipped)) => {
+                    report.skipped.push((skipped.seq, skipped.newer));
+                    if want == Some(skipped.seq) {
+                        return true;
+                    }
+                }
                 Ok(Reply::DecodeErrors(n)) => report.decode_errors = n,
                 Err(_) => return false,
             }
         }
     };
-    // The edge may attach after our first greeting: repeat it until `Ready` (or give up and stream
-    // anyway; the edge accepts frames without a greeting).
-    let deadline = Instant::now() + options.wait_ready;
-    loop {
-        collect(&replies, &mut report, Instant::now() + Duration::from_millis(300), None);
-        if report.ready.is_some() || Instant::now() >= deadline {
-            break;
+    // The edge may attach after a greeting was sent: repeat it until `Ready` (or give up and stream
+    // anyway; the edge then refuses each frame with `NotReady`, which the report shows).
+    let await_ready = |writer: &mut Box<dyn Write + Send>, replies: &Receiver<Reply>, report: &mut SimReport| {
+        report.ready = None;
+        let deadline = Instant::now() + options.wait_ready;
+        loop {
+            collect(replies, report, Instant::now() + Duration::from_millis(300), None);
+            if report.ready.is_some() || Instant::now() >= deadline {
+                return Ok::<(), anyhow::Error>(());
+            }
+            greet(writer)?;
         }
-        greet(&mut writer)?;
-    }
+    };
+    await_ready(&mut writer, &replies, &mut report)?;
     let period = (options.rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate_hz));
     for (i, frame) in options.frames.iter().enumerate() {
         if options.unplug_after == Some(i)
@@ -396,7 +411,7 @@ pub fn simulate(link: LinkHalves, options: &SimOptions, mut unplug: Option<&mut 
             writer = halves.writer;
             replies = spawn_reader(halves.reader, reader_stop.clone());
             greet(&mut writer)?;
-            collect(&replies, &mut report, Instant::now() + Duration::from_millis(1500), None);
+            await_ready(&mut writer, &replies, &mut report)?;
         }
         let tick = Instant::now();
         let seq = i as u32;

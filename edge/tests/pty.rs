@@ -119,8 +119,17 @@ fn bit_errors_are_counted_and_never_answered() {
         assert!(intact.contains(&result.seq), "a result for corrupted frame {}", result.seq);
         assert_eq!(result.class, direct(&pipeline, &frames[result.seq as usize]).0);
     }
-    // Intact frames are answered unless a newer frame overtook them (counted as dropped).
-    assert!(report.results.len() as u64 + summary.dropped >= intact.len() as u64, "{summary:?}");
+    // Every intact frame is answered, or reported skipped because a newer frame overtook it: the
+    // probe can tell a skipped frame from a lost one.
+    let skipped: Vec<u32> = report.skipped.iter().map(|&(seq, _)| seq).collect();
+    for seq in &intact {
+        let answered = report.results.iter().any(|r| r.seq == *seq);
+        assert!(answered || skipped.contains(seq), "intact frame {seq} neither answered nor reported skipped");
+    }
+    assert_eq!(skipped.len() as u64, summary.dropped, "{summary:?}");
+    for &(seq, newer) in &report.skipped {
+        assert!(newer > seq && intact.contains(&newer), "frame {seq} skipped for {newer}");
+    }
 }
 
 #[test]
@@ -199,8 +208,9 @@ fn another_protocol_version_is_answered_with_version_mismatch() {
 }
 
 /// A Hello announcing frames that could never be served (0×0, wider than the protocol allows,
-/// smaller than the preprocessing minimum after the crop) gets `Error(BadFrameGeometry)` and no
-/// `Ready`; a sensible one gets `Ready`.
+/// smaller than the preprocessing minimum after the crop, a chunk limit of 0) gets
+/// `Error(BadFrameGeometry)` and no `Ready`, an unknown pixel format `Error(UnsupportedPixelFormat)`;
+/// a sensible one gets `Ready`.
 #[test]
 fn a_hello_with_impossible_dimensions_is_refused() {
     use cdnet_shared::protocol::{ErrorCode, FrameDecoder, Hello, MAX_WIRE_PACKET, Message, PixelFormat};
@@ -212,13 +222,13 @@ fn a_hello_with_impossible_dimensions_is_refused() {
     let mut decoder = FrameDecoder::<MAX_WIRE_PACKET>::new();
     let mut buffer = [0u8; 4096];
     // The reply to one Hello: "ready" or the error code's name, retrying while the edge starts.
-    let mut ask = |width: u16, height: u16| -> String {
+    let mut ask = |width: u16, height: u16, pixel_format: PixelFormat, max_chunk: u32| -> String {
         let hello = Message::Hello(Hello {
             probe_id: "test".try_into().unwrap(),
             frame_width: width,
             frame_height: height,
-            pixel_format: PixelFormat::Gray8,
-            max_chunk: 512,
+            pixel_format,
+            max_chunk,
         });
         let mut wire = vec![0u8];
         wire.extend(cdnet_shared::protocol::encode_packet_vec(&hello).unwrap());
@@ -244,10 +254,14 @@ fn a_hello_with_impossible_dimensions_is_refused() {
         }
         "no answer".into()
     };
-    assert_eq!(ask(256, 256), "ready");
+    assert_eq!(ask(256, 256, PixelFormat::Gray8, 512), "ready");
     let refused = format!("{:?}", ErrorCode::BadFrameGeometry);
-    for (w, h) in [(0, 0), (65535, 65535), (4097, 100), (20, 20)] {
-        assert_eq!(ask(w, h), refused, "{w}x{h}");
+    for (w, h, max_chunk) in [(0, 0, 512), (65535, 65535, 512), (4097, 100, 512), (20, 20, 512), (256, 256, 0)] {
+        assert_eq!(ask(w, h, PixelFormat::Gray8, max_chunk), refused, "{w}x{h}, max_chunk {max_chunk}");
+    }
+    for code in [1, 255] {
+        let answer = ask(256, 256, PixelFormat::Unknown(code), 512);
+        assert_eq!(answer, format!("{:?}", ErrorCode::UnsupportedPixelFormat), "pixel_format {code}");
     }
     stop.store(true, Ordering::Relaxed);
     drop(halves);

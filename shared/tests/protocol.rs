@@ -23,14 +23,19 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::UnsupportedPixelFormat),
         Just(ErrorCode::InferenceFailed),
         Just(ErrorCode::NotReady),
+        Just(ErrorCode::PacketTooLarge),
+        Just(ErrorCode::UnknownMessage),
     ]
 }
 
 /// Every message kind except `FrameChunk` (which borrows; covered by `frame_chunks_round_trip`).
 fn owned_message() -> impl Strategy<Value = Message<'static>> {
-    let hello = (text(), any::<u16>(), any::<u16>(), any::<u32>()).prop_map(|(probe_id, w, h, max_chunk)| {
-        Message::Hello(Hello { probe_id, frame_width: w, frame_height: h, pixel_format: PixelFormat::Gray8, max_chunk })
-    });
+    let hello = (text(), any::<u16>(), any::<u16>(), any::<u32>(), any::<u32>()).prop_map(
+        |(probe_id, w, h, format, max_chunk)| {
+            let pixel_format = PixelFormat::from_code(format % 3);
+            Message::Hello(Hello { probe_id, frame_width: w, frame_height: h, pixel_format, max_chunk })
+        },
+    );
     let ready = (text(), any::<u8>(), any::<u32>())
         .prop_map(|(model, classes, max_packet)| Message::Ready(Ready { model, classes, max_packet }));
     let result = (
@@ -59,7 +64,8 @@ fn owned_message() -> impl Strategy<Value = Message<'static>> {
     let heartbeat = any::<u32>().prop_map(|uptime_ms| Message::Heartbeat(Heartbeat { uptime_ms }));
     let error = (proptest::option::of(any::<u32>()), error_code(), text())
         .prop_map(|(seq, code, detail)| Message::Error(ErrorReport { seq, code, detail }));
-    prop_oneof![hello, ready, result, heartbeat, error]
+    let skipped = any::<(u32, u32)>().prop_map(|(seq, newer)| Message::Skipped(Skipped { seq, newer }));
+    prop_oneof![hello, ready, result, heartbeat, error, skipped]
 }
 
 /// Decodes a whole stream; returns each decoded message re-encoded (so it outlives the decoder's
@@ -307,4 +313,56 @@ fn documented_limits() {
         data: &chunk,
     });
     assert!(encode_packet_vec(&biggest).unwrap().len() <= MAX_WIRE_PACKET);
+}
+
+/// `pixel_format` is an enum tag on the wire; a tag this side does not know still parses (so the edge
+/// can answer `UnsupportedPixelFormat`), and Gray8 keeps the bytes the derived enum wrote.
+#[test]
+fn unknown_pixel_format_parses_and_gray8_keeps_its_bytes() {
+    let hello = |pixel_format| {
+        Message::Hello(Hello { probe_id: truncated("p"), frame_width: 3, frame_height: 2, pixel_format, max_chunk: 6 })
+    };
+    let gray = encode_packet_vec(&hello(PixelFormat::Gray8)).unwrap();
+    // raw = 01 | 00 tag Hello | 01 'p' | 03 | 02 | 00 Gray8 | 06 | CRC
+    let mut decoder = BigDecoder::new();
+    let (_, event) = decoder.feed(&gray);
+    assert_eq!(event, Some(Ok(hello(PixelFormat::Gray8))));
+    let raw = [0x01, 0x00, 0x01, b'p', 0x03, 0x02, 0x00, 0x06];
+    assert_eq!(cobs::decode_vec(&gray[..gray.len() - 1]).unwrap()[..8], raw);
+    for code in [1u32, 200, u32::MAX] {
+        let wire = encode_packet_vec(&hello(PixelFormat::Unknown(code))).unwrap();
+        let (_, event) = decoder.feed(&wire);
+        assert_eq!(event, Some(Ok(hello(PixelFormat::from_code(code)))), "code {code}");
+    }
+}
+
+/// Bytes after the last known field are ignored, so a later revision can append a field; a body
+/// cut short is still malformed.
+#[test]
+fn appended_bytes_are_ignored_and_a_short_body_is_not() {
+    let with_crc = |body: &[u8]| {
+        let mut raw = vec![PROTOCOL_VERSION];
+        raw.extend_from_slice(body);
+        let crc = crc32(&raw);
+        raw.extend_from_slice(&crc.to_le_bytes());
+        raw
+    };
+    // Heartbeat { uptime_ms: 5 } followed by two bytes of a future field.
+    let extended = with_crc(&[0x04, 0x05, 0xaa, 0xbb]);
+    assert_eq!(decode_packet(&extended), Ok(Message::Heartbeat(Heartbeat { uptime_ms: 5 })));
+    // A Skipped with its `newer` field missing.
+    let short = with_crc(&[0x06, 0x07]);
+    assert_eq!(decode_packet(&short), Err(PacketError::Malformed));
+}
+
+/// CRC-32/ISO-HDLC, bit by bit, as docs/protocol.md §1 defines it (independent of the codec's tables).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
 }

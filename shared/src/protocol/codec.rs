@@ -41,7 +41,7 @@ pub enum PacketError {
     /// Intact packet from another protocol version.
     #[error("protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
     Version(u8),
-    /// CRC good but the message does not parse (unknown tag, bad field, trailing bytes).
+    /// CRC good but the message does not parse (unknown tag, bad field value, missing bytes).
     #[error("malformed message")]
     Malformed,
 }
@@ -85,8 +85,10 @@ pub fn decode_packet(raw: &[u8]) -> Result<Message<'_>, PacketError> {
     if content[0] != PROTOCOL_VERSION {
         return Err(PacketError::Version(content[0]));
     }
+    // Bytes after the last field this side knows are ignored, not refused: that is what lets a
+    // later revision append a field to a message without a new protocol version (docs/protocol.md §3).
     match postcard::take_from_bytes::<Message<'_>>(&content[1..]) {
-        Ok((message, [])) => Ok(message),
-        _ => Err(PacketError::Malformed),
+        Ok((message, _appended)) => Ok(message),
+        Err(_) => Err(PacketError::Malformed),
     }
 }

@@ -25,13 +25,51 @@ pub enum Message<'a> {
     Heartbeat(Heartbeat),
     /// Tag 5, either way: something went wrong with a frame or the link.
     Error(ErrorReport),
+    /// Tag 6, edge → probe: a complete frame was not classified because a newer one arrived first.
+    Skipped(Skipped),
 }
 
-/// Pixel encoding of a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Pixel encoding of a frame. On the wire it is an enum tag (a varint); a value this side does not
+/// know still parses, as [`PixelFormat::Unknown`], so the edge can answer
+/// `Error(UnsupportedPixelFormat)` instead of dropping the whole `Hello` as malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelFormat {
     /// Tag 0: one byte per pixel, 0 = black, row-major, no padding.
     Gray8,
+    /// Any other tag.
+    Unknown(u32),
+}
+
+impl PixelFormat {
+    /// The wire tag.
+    pub fn code(self) -> u32 {
+        match self {
+            PixelFormat::Gray8 => 0,
+            PixelFormat::Unknown(code) => code,
+        }
+    }
+
+    /// The format of wire tag `code`.
+    pub fn from_code(code: u32) -> Self {
+        match code {
+            0 => PixelFormat::Gray8,
+            other => PixelFormat::Unknown(other),
+        }
+    }
+}
+
+// postcard writes an enum tag as a varint u32, so (de)serialising the code as a u32 gives the same
+// bytes as the derived enum did, for every value.
+impl Serialize for PixelFormat {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> core::result::Result<S::Ok, S::Error> {
+        serializer.serialize_u32(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for PixelFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> core::result::Result<Self, D::Error> {
+        u32::deserialize(deserializer).map(PixelFormat::from_code)
+    }
 }
 
 /// Probe → edge greeting.
@@ -136,6 +174,20 @@ pub enum ErrorCode {
     InferenceFailed,
     /// Tag 5: the sender is not ready (e.g. no `Hello` yet).
     NotReady,
+    /// Tag 6: a packet longer than the receiver's `max_packet`; it was skipped to the next zero.
+    PacketTooLarge,
+    /// Tag 7: the CRC held but the body is no message this side knows (unknown tag or field value).
+    UnknownMessage,
+}
+
+/// Edge → probe: frame `seq` was complete but not classified, because frame `newer` arrived before
+/// the network was free (the edge always runs the newest frame; docs/protocol.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The frame that was not classified.
+    pub seq: u32,
+    /// The frame that replaced it.
+    pub newer: u32,
 }
 
 /// Error report, optionally tied to a frame.

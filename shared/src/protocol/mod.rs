@@ -16,6 +16,8 @@ mod decoder;
 #[cfg(feature = "alloc")]
 pub mod frames;
 mod message;
+#[cfg(feature = "alloc")]
+pub mod session;
 
 #[cfg(feature = "alloc")]
 pub use codec::encode_packet_vec;
