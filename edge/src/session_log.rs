@@ -63,6 +63,7 @@ impl SessionLog {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        sync_dir(dir)?;
         let mut bytes = file.metadata().map_or(0, |m| m.len());
         // A power cut mid-write can leave half a line; end it so the next record starts clean
         // (a reader skips the one unparsable line).
@@ -104,9 +105,19 @@ impl SessionLog {
         std::fs::rename(&current, &archived).context("cannot rotate the session log")?;
         self.file =
             OpenOptions::new().create(true).append(true).open(&current).context("cannot start a new session log")?;
+        // The rename and the new file are directory entries: without this a power cut could lose
+        // the new file, records and all, although each record was fsynced.
+        sync_dir(&self.dir)?;
         self.bytes = 0;
         Ok(())
     }
+}
+
+/// Flushes the folder's entries (created and renamed files) to disk.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot flush the log folder {} to disk", dir.display()))
 }
 
 fn ends_with_newline(path: &Path) -> Result<bool> {
