@@ -102,10 +102,6 @@ fn main() {
     let inference = infer(frame);
     let card = &pipeline.bundle().card;
     let state = ScreenState {
-        model: card.name.clone(),
-        labels: card.labels.names().to_vec(),
-        short_labels: card.labels.names().to_vec(),
-        input_size: card.preprocess.input_size,
         link: LinkStatus::Receiving,
         frame: Some(ShownFrame {
             seq: 0,
@@ -116,9 +112,7 @@ fn main() {
         }),
         fps: 10.0,
         latency_ms: 10.0,
-        dropped: 0,
-        errors: 0,
-        heatmap_opacity: 0.5,
+        ..ScreenState::for_card(card, 0.5)
     };
     for layout in [Layout::Wide800x480, Layout::Small320x240] {
         let (w, h) = layout.size();

@@ -20,7 +20,7 @@ use crate::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, render}
 use crate::session_log::{LogRecord, SessionLog, now_ms};
 use anyhow::{Context, Result};
 use cdnet_shared::bundle::Bundle;
-use cdnet_shared::postprocess::quantize_heatmap;
+use cdnet_shared::heatmap::wire_cells;
 use cdnet_shared::preprocess::input_rect_to_frame;
 use cdnet_shared::protocol::frames::Frame;
 use cdnet_shared::protocol::session::{EdgeSession, Reaction};
@@ -28,9 +28,8 @@ use cdnet_shared::protocol::{
     ErrorCode, ErrorReport, FrameDecoder, Heartbeat, InferenceResult, MAX_HEATMAP_CELLS, MAX_WIRE_PACKET, Message,
     Ready, Skipped, ZoomBox, encode_packet_vec, truncated,
 };
-use cdnet_shared::resize::resize_bilinear;
 use cdnet_shared::runtime::{Inference, Pipeline, Threads};
-use cdnet_shared::{CropProfile, GrayImage, Rect};
+use cdnet_shared::{CropProfile, GrayImage};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
@@ -160,8 +159,6 @@ pub fn run(
     let pipeline = Pipeline::load(bundle, Threads(options.threads.max(1)))?;
     crate::memory::loading_done();
     let card = pipeline.bundle().card.clone();
-    let labels: Vec<String> =
-        (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect();
     let mut log = match &options.log {
         Some((dir, max, frames)) => Some(SessionLog::open(dir, *max, *frames)?),
         None => None,
@@ -169,19 +166,7 @@ pub fn run(
     let shared = Arc::new(Shared {
         slot: Mutex::new(None),
         wake: Condvar::new(),
-        screen: Mutex::new(ScreenState {
-            model: card.name.clone(),
-            labels: labels.clone(),
-            short_labels: card.labels.names().to_vec(),
-            input_size: card.preprocess.input_size,
-            link: LinkStatus::Waiting,
-            frame: None,
-            fps: 0.0,
-            latency_ms: 0.0,
-            dropped: 0,
-            errors: 0,
-            heatmap_opacity: options.heatmap_opacity.clamp(0.0, 1.0),
-        }),
+        screen: Mutex::new(ScreenState::for_card(&card, options.heatmap_opacity)),
         counters: Counters::default(),
         stop: stop.clone(),
         writer: Mutex::new(None),
@@ -300,20 +285,13 @@ pub fn run(
     })
 }
 
+/// Largest heatmap side a `Result` carries (`MAX_HEATMAP_CELLS` = 16²).
+const MAX_HEATMAP_SIDE: usize = 16;
+
 /// The protocol message for an inference: the zoom box mapped back onto the frame, the attention
 /// as heatmap bytes (at most 16 × 16).
 pub fn to_message(seq: u32, inference: &Inference, input_size: usize) -> InferenceResult {
-    let side = inference.attention_side;
-    let cells = side.min(16);
-    let mut map = inference.attention.clone();
-    if cells != side {
-        let mut small = vec![0.0; cells * cells];
-        if resize_bilinear(&inference.attention, side, side, Rect::full(side, side), &mut small, cells, cells).is_ok() {
-            map = small;
-        }
-    }
-    let mut heat = vec![0u8; map.len()];
-    quantize_heatmap(&map, &mut heat);
+    let (cells, heat) = wire_cells(&inference.attention, inference.attention_side, MAX_HEATMAP_SIDE);
     let zoom_box =
         inference.zoom_box.map(|b| input_rect_to_frame(b, inference.crop, input_size)).unwrap_or(inference.crop);
     let clamp = |v: usize| v.min(u16::MAX as usize) as u16;

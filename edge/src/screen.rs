@@ -5,8 +5,9 @@
 //! framebuffer, writes as a PNG, or drops. Layouts exist for an 800×480 panel (7" HDMI/DSI) and a
 //! 320×240 SPI TFT.
 
-use cdnet_shared::heatmap::HeatmapGeometry;
-use cdnet_shared::postprocess::{heat_colour, quantize_heatmap};
+use cdnet_shared::bundle::ModelCard;
+use cdnet_shared::heatmap::heatmap_picture;
+use cdnet_shared::postprocess::heat_colour;
 use cdnet_shared::resize::resize_bilinear;
 use cdnet_shared::runtime::Inference;
 use embedded_graphics::mono_font::MonoTextStyle;
@@ -170,6 +171,26 @@ pub struct ScreenState {
     pub heatmap_opacity: f32,
 }
 
+impl ScreenState {
+    /// The screen for a model card before any frame: the card's name, labels and input size, the
+    /// link still waiting, every counter zero.
+    pub fn for_card(card: &ModelCard, heatmap_opacity: f32) -> Self {
+        ScreenState {
+            model: card.name.clone(),
+            labels: (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect(),
+            short_labels: card.labels.names().to_vec(),
+            input_size: card.preprocess.input_size,
+            link: LinkStatus::Waiting,
+            frame: None,
+            fps: 0.0,
+            latency_ms: 0.0,
+            dropped: 0,
+            errors: 0,
+            heatmap_opacity: heatmap_opacity.clamp(0.0, 1.0),
+        }
+    }
+}
+
 const BACKGROUND: [u8; 3] = [18, 20, 26];
 /// Text of a confident diagnosis.
 pub const TEXT: Rgb888 = Rgb888::new(235, 235, 235);
@@ -201,16 +222,7 @@ fn draw_frame(canvas: &mut Canvas, frame: &ShownFrame, state: &ScreenState, layo
     let mut gray = vec![0.0f32; side * side];
     // Shapes come from a frame the pipeline accepted; a failure leaves the panel black.
     let _ = resize_bilinear(&frame.pixels, frame.width, frame.height, inference.crop, &mut gray, side, side);
-    let a = inference.attention_side;
-    let mut heat = vec![0u8; side * side];
-    if a > 0 {
-        let mut up = vec![0.0f32; side * side];
-        let placed = HeatmapGeometry::new(a, state.input_size)
-            .and_then(|geometry| geometry.render(&inference.attention, side, side, &mut up));
-        if placed.is_ok() {
-            quantize_heatmap(&up, &mut heat);
-        }
-    }
+    let heat = heatmap_picture(&inference.attention, inference.attention_side, state.input_size, side, side);
     for y in 0..side {
         for x in 0..side {
             let g = gray[y * side + x].clamp(0.0, 255.0);

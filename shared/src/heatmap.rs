@@ -11,6 +11,10 @@
 //! they are held, as `align_corners=False` holds them.
 
 use crate::geometry::Rect;
+#[cfg(feature = "alloc")]
+use crate::postprocess::quantize_heatmap;
+#[cfg(feature = "alloc")]
+use alloc::vec::Vec;
 
 /// Why a heatmap geometry could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -170,9 +174,59 @@ impl HeatmapGeometry {
     }
 }
 
+/// A `cells × cells` attention map over an `input_size²` input as a `width × height` picture of
+/// heatmap bytes (255 at the peak), placed by [`HeatmapGeometry`]: what the edge screen and the
+/// host's report panels draw. All zero (nothing highlighted) when there is no map (`cells == 0`)
+/// or it does not fit the input.
+#[cfg(feature = "alloc")]
+pub fn heatmap_picture(map: &[f32], cells: usize, input_size: usize, width: usize, height: usize) -> Vec<u8> {
+    let mut picture = alloc::vec![0u8; width * height];
+    let mut values = alloc::vec![0.0f32; width * height];
+    let placed = HeatmapGeometry::new(cells, input_size).and_then(|g| g.render(map, width, height, &mut values));
+    if cells > 0 && placed.is_ok() {
+        quantize_heatmap(&values, &mut picture);
+    }
+    picture
+}
+
+/// The attention map as the probe protocol carries it: at most `max_side × max_side` cells (a
+/// larger map is resized down bilinearly), as bytes with 255 at the peak. Returns the side and the
+/// bytes.
+#[cfg(feature = "alloc")]
+pub fn wire_cells(map: &[f32], side: usize, max_side: usize) -> (usize, Vec<u8>) {
+    let cells = side.min(max_side);
+    let mut values = map.to_vec();
+    if cells != side {
+        let mut small = alloc::vec![0.0; cells * cells];
+        let full = Rect::full(side, side);
+        if crate::resize::resize_bilinear(map, side, side, full, &mut small, cells, cells).is_ok() {
+            values = small;
+        }
+    }
+    let mut bytes = alloc::vec![0u8; values.len()];
+    quantize_heatmap(&values, &mut bytes);
+    (cells, bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pictures_and_wire_cells_are_the_map_quantised() {
+        // One hot cell of a 2 × 2 map over a 64-px input: the picture peaks (255) at its centre pixel.
+        let map = [0.0, 0.0, 0.0, 1.0];
+        let picture = heatmap_picture(&map, 2, 64, 64, 64);
+        let (x, y) = HeatmapGeometry::new(2, 64).unwrap().peak_pixel(&map).unwrap();
+        assert_eq!(picture[y * 64 + x], 255);
+        assert_eq!(picture[0], 0);
+        assert!(heatmap_picture(&map, 0, 64, 8, 8).iter().all(|&v| v == 0), "no map, no highlight");
+        assert!(heatmap_picture(&map, 3, 64, 8, 8).iter().all(|&v| v == 0), "a map that does not fit");
+        assert_eq!(wire_cells(&map, 2, 16), (2, alloc::vec![0, 0, 0, 255]));
+        let big = alloc::vec![1.0f32; 20 * 20];
+        let (side, bytes) = wire_cells(&big, 20, 16);
+        assert_eq!((side, bytes.len()), (16, 256));
+    }
 
     #[test]
     fn cell_centres_follow_tf_same_padding() {

@@ -5,8 +5,8 @@
 use crate::bundle::Bundle;
 use crate::postprocess::top_class;
 use crate::preprocess::{PreprocessError, preprocess_plane};
-use crate::zoom::crop_and_resize;
-use crate::{GrayImage, Rect, center_zoom_box};
+use crate::zoom::zoom_view;
+use crate::{GrayImage, Rect};
 use std::string::{String, ToString};
 use std::sync::Arc;
 use std::vec;
@@ -163,12 +163,10 @@ impl Pipeline {
         let side = card.attention_side;
         let (global, attention) = self.backbone_pass(plane)?;
         let (head_input, zoom_box) = if card.zoom_inference {
-            // Shapes were checked at load, so the box and crop cannot fail on size.
-            let rect = center_zoom_box(&attention, side, side, n, &card.center_zoom).unwrap_or(Rect::full(n, n));
-            let mut view = vec![0.0; n * n];
-            crop_and_resize(plane, n, rect, &mut view).map_err(|e| RuntimeError::Run(e.to_string()))?;
-            let (local, _) = self.backbone_pass(&view)?;
-            ([global, local].concat(), Some(rect))
+            // Shapes were checked at load, so the box and crop cannot fall back.
+            let zoomed = zoom_view(&attention, side, plane, n, &card.center_zoom);
+            let (local, _) = self.backbone_pass(&zoomed.view)?;
+            ([global, local].concat(), Some(zoomed.rect))
         } else {
             (global, None)
         };

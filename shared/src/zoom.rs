@@ -101,11 +101,58 @@ pub fn crop_and_resize(plane: &[f32], n: usize, rect: Rect, out: &mut [f32]) -> 
     Ok(resize_bilinear(plane, n, n, rect, out, n, n)?)
 }
 
+/// [`crop_and_resize`] into a new plane; the plane itself when the crop cannot be made (a plane
+/// that is not `n × n`, or a box outside it — which the boxes of this module never are).
+#[cfg(feature = "alloc")]
+pub fn crop_view(plane: &[f32], n: usize, rect: Rect) -> alloc::vec::Vec<f32> {
+    let mut view = alloc::vec![0.0; n * n];
+    match crop_and_resize(plane, n, rect, &mut view) {
+        Ok(()) => view,
+        Err(_) => plane.to_vec(),
+    }
+}
+
+/// One image's test-time centre zoom: the box and the view the second backbone pass sees.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoomView {
+    /// The box, in input pixels.
+    pub rect: Rect,
+    /// The box's content resized to `n × n`.
+    pub view: alloc::vec::Vec<f32>,
+}
+
+/// The centre zoom of one image, as every caller (edge runtime, host evaluation, training) does it:
+/// [`center_zoom_box`] on its `side × side` attention map, falling back to the whole image when the
+/// map cannot give a box (an empty or inconsistent map), then [`crop_view`].
+#[cfg(feature = "alloc")]
+pub fn zoom_view(attention: &[f32], side: usize, plane: &[f32], n: usize, params: &CenterZoomParams) -> ZoomView {
+    let rect = center_zoom_box(attention, side, side, n, params).unwrap_or(Rect::full(n, n));
+    ZoomView { rect, view: crop_view(plane, n, rect) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const P: CenterZoomParams = CenterZoomParams { threshold: 0.5, padding: 0.1 };
+
+    #[test]
+    fn zoom_view_is_the_box_and_its_crop_and_falls_back_to_the_whole_image() {
+        let plane: alloc::vec::Vec<f32> = (0..64).map(|v| v as f32).collect();
+        let mut att = [0.0f32; 4];
+        att[3] = 1.0;
+        let zoomed = zoom_view(&att, 2, &plane, 8, &P);
+        assert_eq!(zoomed.rect, center_zoom_box(&att, 2, 2, 8, &P).unwrap());
+        let mut expected = alloc::vec![0.0; 64];
+        crop_and_resize(&plane, 8, zoomed.rect, &mut expected).unwrap();
+        assert_eq!(zoomed.view, expected);
+        // No map (a model without attention): the whole image, unchanged.
+        let whole = zoom_view(&[], 0, &plane, 8, &P);
+        assert_eq!((whole.rect, whole.view), (Rect::full(8, 8), plane.clone()));
+        // A plane of the wrong size cannot be cropped: the plane itself.
+        assert_eq!(crop_view(&plane[..10], 8, Rect::full(8, 8)), plane[..10].to_vec());
+    }
 
     #[test]
     fn single_peak_hand_computed() {

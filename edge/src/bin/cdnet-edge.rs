@@ -238,17 +238,9 @@ fn command_render(args: RenderArgs) -> Result<()> {
     let (pipeline, inference, _, width, height, pixels) = classify(&args.frame)?;
     let card = &pipeline.bundle().card;
     let state = ScreenState {
-        model: card.name.clone(),
-        labels: (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect(),
-        short_labels: card.labels.names().to_vec(),
-        input_size: card.preprocess.input_size,
         link: LinkStatus::Receiving,
         frame: Some(ShownFrame { seq: 0, width: width as usize, height: height as usize, pixels, inference }),
-        fps: 0.0,
-        latency_ms: 0.0,
-        dropped: 0,
-        errors: 0,
-        heatmap_opacity: args.heatmap_opacity.clamp(0.0, 1.0),
+        ..ScreenState::for_card(card, args.heatmap_opacity)
     };
     let (w, h) = layout.size();
     let mut canvas = Canvas::new(w, h);

@@ -5,8 +5,8 @@
 use super::Cdnet;
 use burn::prelude::*;
 use cdnet_shared::postprocess::{softmax, top_class};
-use cdnet_shared::zoom::crop_and_resize;
-use cdnet_shared::{CenterZoomParams, Rect, center_zoom_box};
+use cdnet_shared::zoom::zoom_view;
+use cdnet_shared::{CenterZoomParams, Rect};
 
 /// Stacks normalised `n × n` planes into a `[B, 3, n, n]` batch of three identical channels.
 pub fn planes_to_batch(planes: &[&[f32]], n: usize, device: &Device) -> Tensor<4> {
@@ -64,14 +64,9 @@ pub fn predict(
         let mut boxes = Vec::with_capacity(batch);
         let mut views = Vec::with_capacity(batch);
         for (b, plane) in planes.iter().enumerate() {
-            // Sizes are consistent by construction; a failure falls back to the whole image.
-            let rect = center_zoom_box(&per_image(b), side, side, n, zoom).unwrap_or(Rect::full(n, n));
-            let mut view = vec![0.0; n * n];
-            if crop_and_resize(plane, n, rect, &mut view).is_err() {
-                view.copy_from_slice(plane);
-            }
-            boxes.push(Some(rect));
-            views.push(view);
+            let zoomed = zoom_view(&per_image(b), side, plane, n, zoom);
+            boxes.push(Some(zoomed.rect));
+            views.push(zoomed.view);
         }
         let view_refs: Vec<&[f32]> = views.iter().map(Vec::as_slice).collect();
         let local = model.extract(planes_to_batch(&view_refs, n, device));

@@ -5,8 +5,8 @@ use super::metrics::{Metrics, roc_curve};
 use crate::model::infer::Prediction;
 use anyhow::{Context, Result};
 use cdnet_shared::Rect;
-use cdnet_shared::heatmap::HeatmapGeometry;
-use cdnet_shared::postprocess::{heat_colour, quantize_heatmap};
+use cdnet_shared::heatmap::heatmap_picture;
+use cdnet_shared::postprocess::heat_colour;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -236,17 +236,10 @@ fn gray(v: f32, norm: &cdnet_shared::Normalization) -> u8 {
     norm.invert(v).clamp(0.0, 255.0) as u8
 }
 
-/// The attention map of `p` placed on the `n × n` input ([`HeatmapGeometry`]), as heatmap bytes
-/// (255 at its peak).
+/// The attention map of `p` placed on the `n × n` input by
+/// [`cdnet_shared::heatmap::HeatmapGeometry`], as heatmap bytes (255 at its peak).
 pub fn heatmap_bytes(p: &Prediction, n: usize) -> Vec<u8> {
-    let side = p.attention_side;
-    let mut up = vec![0.0f32; n * n];
-    if side > 0 && HeatmapGeometry::new(side, n).and_then(|g| g.render(&p.attention, n, n, &mut up)).is_err() {
-        up.fill(0.0);
-    }
-    let mut bytes = vec![0u8; n * n];
-    quantize_heatmap(&up, &mut bytes);
-    bytes
+    heatmap_picture(&p.attention, p.attention_side, n, n, n)
 }
 
 /// A panel of rows `image | attention overlay | zoom box | zoom view` (the paper's Fig. 7).

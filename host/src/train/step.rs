@@ -21,8 +21,8 @@ use crate::model::infer::{planes_to_batch, to_vec};
 use crate::model::loss::{HcdConfig, cross_entropy, hcd, supcon};
 use crate::model::{Cdnet, Extracted};
 use burn::prelude::*;
-use cdnet_shared::zoom::crop_and_resize;
-use cdnet_shared::{CenterZoomParams, Rect, center_zoom_box};
+use cdnet_shared::CenterZoomParams;
+use cdnet_shared::zoom::{crop_view, zoom_view};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -119,23 +119,10 @@ fn zoom_views(
     let [b, _, side, _] = att.dims();
     let att = to_vec(att.detach());
     let map = |i: usize| &att[i * side * side..(i + 1) * side * side];
-    let crop = |plane: &[f32], rect: Rect| {
-        let mut out = vec![0.0; n * n];
-        // Rects are inside the image by construction.
-        if crop_and_resize(plane, n, rect, &mut out).is_err() {
-            out.copy_from_slice(plane);
-        }
-        out
-    };
     match config.zoom {
         ZoomKind::None => Vec::new(),
         ZoomKind::Center => {
-            let views = (0..b)
-                .map(|i| {
-                    let rect = center_zoom_box(map(i), side, side, n, &config.center).unwrap_or(Rect::full(n, n));
-                    crop(&batch.planes[i], rect)
-                })
-                .collect();
+            let views = (0..b).map(|i| zoom_view(map(i), side, &batch.planes[i], n, &config.center).view).collect();
             vec![views]
         }
         ZoomKind::Cmz => {
@@ -143,7 +130,9 @@ fn zoom_views(
                 (0..b).map(|i| gen_bbox(map(i), side, side, n, config.cmz.bbox_threshold)).collect();
             (0..config.cmz.views)
                 .map(|_| {
-                    (0..b).map(|i| crop(&batch.planes[i], contrastive_crop(boxes[i], n, &config.cmz, rng))).collect()
+                    (0..b)
+                        .map(|i| crop_view(&batch.planes[i], n, contrastive_crop(boxes[i], n, &config.cmz, rng)))
+                        .collect()
                 })
                 .collect()
         }

@@ -20,8 +20,8 @@ use crate::model::{Cdnet, weights};
 use anyhow::{Context, Result, bail};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
-use cdnet_shared::zoom::crop_and_resize;
-use cdnet_shared::{CenterZoomParams, Normalization, PreprocessConfig, Rect, center_zoom_box};
+use cdnet_shared::zoom::zoom_view;
+use cdnet_shared::{CenterZoomParams, Normalization, PreprocessConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -509,15 +509,7 @@ fn frozen_features(ctx: &Run<'_>, model: &Cdnet, samples: &[Sample]) -> (Vec<f32
         let views: Vec<Vec<f32>> = planes
             .iter()
             .enumerate()
-            .map(|(b, plane)| {
-                let map = &att[b * side * side..(b + 1) * side * side];
-                let rect = center_zoom_box(map, side, side, n, &ctx.zoom).unwrap_or(Rect::full(n, n));
-                let mut view = vec![0.0; n * n];
-                if crop_and_resize(plane, n, rect, &mut view).is_err() {
-                    view.copy_from_slice(plane);
-                }
-                view
-            })
+            .map(|(b, plane)| zoom_view(&att[b * side * side..(b + 1) * side * side], side, plane, n, &ctx.zoom).view)
             .collect();
         let view_refs: Vec<&[f32]> = views.iter().map(Vec::as_slice).collect();
         let l = frozen.extract(planes_to_batch(&view_refs, n, &inner));
