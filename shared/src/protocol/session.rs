@@ -77,11 +77,6 @@ impl EdgeSession {
         self.binding.is_some()
     }
 
-    /// Frames abandoned because a new frame started before their last chunk arrived.
-    pub fn abandoned(&self) -> u64 {
-        self.assembler.abandoned()
-    }
-
     /// Applies the session rules to one packet the decoder reported.
     pub fn on_packet(&mut self, packet: Result<Message<'_>, PacketError>) -> Reaction {
         match packet {
