@@ -20,6 +20,7 @@
 //! lesion mask and box too, so heatmap localisation can be scored.
 
 mod render;
+mod texture;
 
 pub use render::{PhantomImage, render};
 
