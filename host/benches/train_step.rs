@@ -11,6 +11,7 @@ use cdnet_host::train::bench::{StepBenchRun, bench_step};
 use cdnet_host::train::config::TrainConfig;
 
 fn main() -> anyhow::Result<()> {
+    cdnet_host::train::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let variant = args.first().map_or("b0", String::as_str);
     let batch: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(8);

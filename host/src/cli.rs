@@ -232,6 +232,7 @@ fn parse_difficulty(text: &str) -> Result<f32, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
+    crate::train::allocator::keep_freed_memory();
     default_device_follows(&cli.command);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

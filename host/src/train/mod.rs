@@ -1,5 +1,6 @@
 //! Training: the step (every regime and ablation), the loop, checkpoints, metrics and reports.
 
+pub mod allocator;
 pub mod augment;
 pub mod bench;
 pub mod config;
