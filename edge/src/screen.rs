@@ -10,6 +10,7 @@ use cdnet_shared::heatmap::heatmap_picture;
 use cdnet_shared::postprocess::heat_colour;
 use cdnet_shared::resize::resize_bilinear;
 use cdnet_shared::runtime::Inference;
+use embedded_graphics::mono_font::MonoFont;
 use embedded_graphics::mono_font::MonoTextStyle;
 use embedded_graphics::mono_font::ascii::{FONT_6X10, FONT_10X20};
 use embedded_graphics::pixelcolor::Rgb888;
@@ -210,6 +211,13 @@ fn text(canvas: &mut Canvas, s: &str, x: i32, y: i32, style: MonoTextStyle<'_, R
     let _ = Text::with_baseline(s, Point::new(x, y), style, Baseline::Top).draw(canvas);
 }
 
+/// Whether `s` in `font` is at most `width` pixels wide.
+fn fits(s: &str, font: &MonoFont<'_>, width: i32) -> bool {
+    let glyphs = s.chars().count() as i32;
+    let advance = (font.character_size.width + font.character_spacing) as i32;
+    glyphs * advance <= width
+}
+
 fn fill(canvas: &mut Canvas, x: i32, y: i32, w: u32, h: u32, c: Rgb888) {
     let _ = Rectangle::new(Point::new(x, y), Size::new(w, h)).into_styled(PrimitiveStyle::with_fill(c)).draw(canvas);
 }
@@ -278,7 +286,14 @@ pub fn render(canvas: &mut Canvas, state: &ScreenState, layout: Layout) {
             let class = state.labels.get(inference.class).map_or("?", String::as_str);
             let colour = if inference.uncertain { AMBER } else { TEXT };
             let mut y = py;
-            text(canvas, class, x, y, MonoTextStyle::new(big_font, colour));
+            // A long class name ("Vitreous haemorrhage") steps down a font size rather than run off
+            // the screen; where none fits (the 320-px layout), the short label is shown instead.
+            let short = state.short_labels.get(inference.class).map_or(class, String::as_str);
+            let (title, title_font) = [big_font, mid_font]
+                .into_iter()
+                .find(|f| fits(class, f, right - x))
+                .map_or((short, big_font), |f| (class, f));
+            text(canvas, title, x, y, MonoTextStyle::new(title_font, colour));
             y += big_font.character_size.height as i32 + 4;
             text(canvas, &format!("{:.0} %", 100.0 * inference.confidence), x, y, MonoTextStyle::new(mid_font, colour));
             y += mid_font.character_size.height as i32 + 6;

@@ -131,6 +131,21 @@ fn different_classes_draw_different_titles() {
 }
 
 #[test]
+fn every_class_name_fits_on_the_screen() {
+    for layout in [Layout::Wide800x480, Layout::Small320x240] {
+        let (px, py, side) = layout.image_panel();
+        for class in 0..5 {
+            let canvas = draw(&state(class, 0.9, false, LinkStatus::Receiving), layout);
+            let (title_x, title_y) = ((px + side as i32) as u32 + 4, py as u32..py as u32 + 30);
+            let drawn = count(&canvas, title_x..canvas.width(), title_y.clone(), rgb(TEXT));
+            let margin = count(&canvas, canvas.width() - 6..canvas.width(), title_y, rgb(TEXT));
+            assert!(drawn > 40, "{layout:?}, class {class}: title not drawn");
+            assert_eq!(margin, 0, "{layout:?}, class {class}: the class name runs into the screen edge");
+        }
+    }
+}
+
+#[test]
 fn link_status_dot_follows_the_link() {
     let layout = Layout::Wide800x480;
     let dot = |link| {
