@@ -95,6 +95,11 @@ fn training_lowers_the_loss_and_writes_a_complete_run() {
 
 /// Runs `cdnet train` and kills it as soon as epoch 2 starts; epoch 1's checkpoint is on disk.
 fn train_and_kill_in_epoch_two(data: &Path, config: &Path, out: &Path) {
+    train_and_kill_at(data, config, out, "epoch 2/3 started");
+}
+
+/// Runs `cdnet train` and kills it as soon as its log prints `marker`.
+fn train_and_kill_at(data: &Path, config: &Path, out: &Path, marker: &str) {
     let mut child = Command::new(CDNET)
         .args(["train", "--data"])
         .arg(data)
@@ -108,7 +113,7 @@ fn train_and_kill_in_epoch_two(data: &Path, config: &Path, out: &Path) {
         .unwrap();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     for line in stderr.lines() {
-        if line.unwrap().contains("epoch 2/3 started") {
+        if line.unwrap().contains(marker) {
             child.kill().unwrap();
             break;
         }
@@ -143,11 +148,55 @@ fn a_killed_run_resumes_to_exactly_the_uninterrupted_result() {
 
     let resumed = dir.path().join("resumed");
     train_and_kill_in_epoch_two(&data, &config, &resumed);
+    assert_resumes_to(&data, &straight, &resumed);
+}
+
+/// The two-stage regime (what `cpu-small` trains) resumes exactly too when it is killed in stage
+/// 2, where the heads are refitted on features the resumed process must recompute from the
+/// restored backbone (BatchNorm running statistics included), with the stage-2 optimiser state
+/// from the checkpoint.
+#[test]
+fn a_run_killed_in_stage_two_resumes_to_exactly_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = phantom(dir.path(), 10);
+    let config = dir.path().join("two-stage.toml");
+    let toml = format!("{TINY}\n[loss]\nheads_train_backbone = true\n")
+        .replace("epochs = 3\n", "epochs = 2\nregime = \"two-stage\"\nhead_epochs = 3\nwarmup_epochs = 1\n");
+    std::fs::write(&config, toml).unwrap();
+    let straight = dir.path().join("straight");
+    let status = Command::new(CDNET)
+        .args(["-q", "train", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&straight)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(straight.join("history.json")).unwrap()).unwrap();
+    let stages: Vec<u64> = history.as_array().unwrap().iter().map(|r| r["stage"].as_u64().unwrap()).collect();
+    assert_eq!(stages, [1, 1, 2, 2, 2]);
+
+    // Killed as stage 2 starts: resumed from the last stage-1 checkpoint (the case that lost the
+    // last step's BatchNorm statistics); killed after a stage-2 epoch: resumed with the heads'
+    // optimiser state.
+    for (name, marker) in [("at-stage-2", "stage 2: caching"), ("in-stage-2", "stage 2 epoch 2/3")] {
+        let resumed = dir.path().join(name);
+        train_and_kill_at(&data, &config, &resumed, marker);
+        assert_resumes_to(&data, &straight, &resumed);
+    }
+}
+
+/// Resumes the killed run in `resumed` and checks it ends exactly where `straight` did: metrics,
+/// loss history and every weight.
+fn assert_resumes_to(data: &Path, straight: &Path, resumed: &Path) {
     let output = Command::new(CDNET)
         .args(["-q", "train", "--resume", "--data"])
-        .arg(&data)
+        .arg(data)
         .arg("--out")
-        .arg(&resumed)
+        .arg(resumed)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -155,14 +204,14 @@ fn a_killed_run_resumes_to_exactly_the_uninterrupted_result() {
     let metrics = |run: &Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap()
     };
-    assert_eq!(metrics(&straight), metrics(&resumed), "resumed metrics differ from the uninterrupted run");
+    assert_eq!(metrics(straight), metrics(resumed), "resumed metrics differ from the uninterrupted run");
     let history = |run: &Path| -> Vec<f64> {
         let h: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("history.json")).unwrap()).unwrap();
         h.as_array().unwrap().iter().map(|r| r["loss"]["total"].as_f64().unwrap()).collect()
     };
-    assert_eq!(history(&straight), history(&resumed));
+    assert_eq!(history(straight), history(resumed));
     // Bit-identical weights (the files themselves differ only in burn's per-process parameter ids).
-    assert_eq!(weights(&straight), weights(&resumed));
+    assert_eq!(weights(straight), weights(resumed));
 }
 
 /// Every float parameter of a run's best model, in module order.

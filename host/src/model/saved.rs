@@ -79,7 +79,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The weights of a model as burnpack bytes.
 pub fn model_bytes(model: &Cdnet) -> Result<Vec<u8>, String> {
-    model.clone().into_record().into_bytes().map(|b| b.to_vec()).map_err(|e| e.to_string())
+    // Through `valid()`: burn keeps a training step's BatchNorm running-statistics update pending
+    // per thread until something syncs it, and a record reads the last synced value, so a
+    // checkpoint taken right after a training step (no validation pass in between: stage 1 of
+    // the two-stage regime) lost that step's update, and a resumed run's frozen features
+    // differed from the uninterrupted run's. `valid()` syncs first (shared state, so the training
+    // model sees the same value). docs/upstream/burn-core-running-state-record.md.
+    model.valid().into_record().into_bytes().map(|b| b.to_vec()).map_err(|e| e.to_string())
 }
 
 /// Loads burnpack bytes into a freshly built model.
