@@ -16,6 +16,17 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
+/// burn's device RNG is process-wide and the harness runs tests on parallel threads: a test that
+/// initialises a model takes this lock for its whole body, so no other test reseeds or draws from
+/// the RNG between its seed and its last random draw. (`one_optimiser_step_lowers_the_loss` failed
+/// once in a full-suite run on a loaded machine, 8.50 → 9.11, and passes alone; this race is the
+/// one shared state between these tests.)
+static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn device_rng() -> std::sync::MutexGuard<'static, ()> {
+    DEVICE_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn tiny(classes: usize) -> CdnetConfig {
     CdnetConfig::new(EfficientNetConfig::tiny(), classes)
         .with_input_size(64)
@@ -32,6 +43,7 @@ fn rows(values: &[f32], b: usize) -> Vec<Vec<f32>> {
 
 #[test]
 fn b3_shapes_at_224_follow_the_port_checklist() {
+    let _rng = device_rng();
     let device = Device::flex();
     let config = CdnetConfig::new(EfficientNetConfig::b3(), 5);
     config.validate().unwrap();
@@ -248,6 +260,7 @@ fn step_config(loss: LossKind, train_heads: bool) -> StepConfig {
 
 #[test]
 fn hcd_gradients_reach_every_trunk_part_and_ce_heads_leave_the_backbone_alone() {
+    let _rng = device_rng();
     let device = Device::flex().autodiff();
     device.seed(7);
     let model = tiny(3).init(&device);
@@ -307,6 +320,7 @@ fn hcd_gradients_reach_every_trunk_part_and_ce_heads_leave_the_backbone_alone() 
 
 #[test]
 fn plain_ce_trains_the_backbone_through_the_heads() {
+    let _rng = device_rng();
     let device = Device::flex().autodiff();
     device.seed(7);
     let model = tiny(3).init(&device);
@@ -328,6 +342,7 @@ fn plain_ce_trains_the_backbone_through_the_heads() {
 
 #[test]
 fn one_optimiser_step_lowers_the_loss() {
+    let _rng = device_rng();
     // The full joint loss (HCD + heads); crops follow the attention, which moves a little with the
     // step, so the step is small and the claim is checked for several initialisations.
     for seed in [1, 2, 3] {
@@ -349,6 +364,7 @@ fn one_optimiser_step_lowers_the_loss() {
 
 #[test]
 fn inference_path_uses_the_shared_centre_zoom() {
+    let _rng = device_rng();
     let device = Device::flex();
     device.seed(7);
     let model = tiny(3).init(&device);
