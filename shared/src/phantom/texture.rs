@@ -83,32 +83,39 @@ pub(super) fn rayleigh_speckle(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     let mut im: Vec<f32> = (0..n * n).map(|_| StandardNormal.sample(rng)).collect();
     for field in [&mut re, &mut im] {
         let mut tmp = vec![0.0f32; n * n];
-        for y in 0..n {
-            for x in 0..n {
-                let mut acc = 0.0;
-                for (k, w) in H.iter().enumerate() {
-                    let xx = (x + k).saturating_sub(2).min(n - 1);
-                    acc += w * field[y * n + xx];
-                }
-                tmp[y * n + x] = acc / hs;
-            }
-        }
-        for y in 0..n {
-            for x in 0..n {
-                let mut acc = 0.0;
-                for (k, w) in V.iter().enumerate() {
-                    let yy = (y + k).saturating_sub(1).min(n - 1);
-                    acc += w * tmp[yy * n + x];
-                }
-                field[y * n + x] = acc / vs;
-            }
-        }
+        blur_pass(field, &mut tmp, n, &H, hs, Axis::X);
+        blur_pass(&tmp, field, n, &V, vs, Axis::Y);
     }
     // Std of each smoothed component, so E|z| = σ·√(π/2).
     let energy = |k: &[f32], s: f32| k.iter().map(|w| (w / s).powi(2)).sum::<f32>();
     let sigma = (energy(&H, hs) * energy(&V, vs)).sqrt();
     let mean = sigma * (PI / 2.0).sqrt();
     re.iter().zip(&im).map(|(a, b)| (a * a + b * b).sqrt() / mean).collect()
+}
+
+#[derive(Clone, Copy)]
+enum Axis {
+    X,
+    Y,
+}
+
+/// One pass of a centred 1-D blur of `taps` (divided by their `sum`) along `axis` of an `n × n`
+/// field, the border pixels repeated.
+fn blur_pass(src: &[f32], dst: &mut [f32], n: usize, taps: &[f32], sum: f32, axis: Axis) {
+    let half = taps.len() / 2;
+    for y in 0..n {
+        for x in 0..n {
+            let mut acc = 0.0;
+            for (k, w) in taps.iter().enumerate() {
+                let at = match axis {
+                    Axis::X => y * n + (x + k).saturating_sub(half).min(n - 1),
+                    Axis::Y => (y + k).saturating_sub(half).min(n - 1) * n + x,
+                };
+                acc += w * src[at];
+            }
+            dst[y * n + x] = acc / sum;
+        }
+    }
 }
 
 /// Patient text, a logo and a depth scale, all outside [`PHANTOM_CROP`].
