@@ -93,9 +93,17 @@ fn training_lowers_the_loss_and_writes_a_complete_run() {
     assert_eq!(card["labels"].as_array().unwrap().len(), 5);
 }
 
-/// Runs `cdnet train` and kills it as soon as epoch 2 starts; epoch 1's checkpoint is on disk.
-fn train_and_kill_in_epoch_two(data: &Path, config: &Path, out: &Path) {
-    train_and_kill_at(data, config, out, "epoch 2/3 started");
+/// Runs `cdnet train` to the end.
+fn train_uninterrupted(data: &Path, config: &Path, out: &Path) {
+    let status = Command::new(CDNET)
+        .args(["-q", "train", "--data"])
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .status();
+    assert!(status.unwrap().success());
 }
 
 /// Runs `cdnet train` and kills it as soon as its log prints `marker`.
@@ -135,19 +143,11 @@ fn a_killed_run_resumes_to_exactly_the_uninterrupted_result() {
     std::fs::write(&config, toml).unwrap();
 
     let straight = dir.path().join("straight");
-    let status = Command::new(CDNET)
-        .args(["-q", "train", "--data"])
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(&straight)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    train_uninterrupted(&data, &config, &straight);
 
     let resumed = dir.path().join("resumed");
-    train_and_kill_in_epoch_two(&data, &config, &resumed);
+    // Killed as epoch 2 starts: epoch 1's checkpoint is on disk.
+    train_and_kill_at(&data, &config, &resumed, "epoch 2/3 started");
     assert_resumes_to(&data, &straight, &resumed);
 }
 
@@ -164,16 +164,7 @@ fn a_run_killed_in_stage_two_resumes_to_exactly_the_uninterrupted_result() {
         .replace("epochs = 3\n", "epochs = 2\nregime = \"two-stage\"\nhead_epochs = 3\nwarmup_epochs = 1\n");
     std::fs::write(&config, toml).unwrap();
     let straight = dir.path().join("straight");
-    let status = Command::new(CDNET)
-        .args(["-q", "train", "--data"])
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(&straight)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    train_uninterrupted(&data, &config, &straight);
     let history: serde_json::Value =
         serde_json::from_slice(&std::fs::read(straight.join("history.json")).unwrap()).unwrap();
     let stages: Vec<u64> = history.as_array().unwrap().iter().map(|r| r["stage"].as_u64().unwrap()).collect();
