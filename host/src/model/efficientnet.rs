@@ -13,7 +13,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::{relu, sigmoid, silu};
+use burn::tensor::activation::sigmoid;
+
+use super::activation::{relu6, silu};
 use burn::tensor::module::adaptive_avg_pool2d;
 
 /// The activation inside the blocks and after the stem.
@@ -27,15 +29,8 @@ pub enum BlockActivation {
 
 /// Applies the block activation; modules store it as `relu6: bool` (a module field must be a
 /// module or a primitive).
-fn activate(relu6: bool, x: Tensor<4>) -> Tensor<4> {
-    if relu6 {
-        // min(max(x, 0), 6) as two ReLUs: burn-onnx 0.22 cannot export a clamp, and burn's clamp
-        // under autodiff is two comparisons and two masked fills each way (measured 16 % of a
-        // Lite0 training step on Flex); ReLU has a fused forward and backward.
-        relu(x.clone()) - relu(x - 6.0)
-    } else {
-        silu(x)
-    }
+fn activate(is_relu6: bool, x: Tensor<4>) -> Tensor<4> {
+    if is_relu6 { relu6(x) } else { silu(x) }
 }
 
 /// One stage of the base (B0) network, before width/depth scaling.

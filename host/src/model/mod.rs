@@ -1,6 +1,7 @@
 //! CDNet in burn: EfficientNet multi-scale features, WSLL attention with MCSP pooling, contrastive
 //! multi-zoom views, the HCD loss, and the two-pass inference path.
 
+pub mod activation;
 pub mod cdnet;
 pub mod cmz;
 pub mod efficientnet;
