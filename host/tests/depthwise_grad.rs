@@ -7,7 +7,9 @@
 //!   installs it, so under `CI=true` its absence fails the test.
 //!
 //! Cases: stride 1 "same", TF-same stride 2 (padding (0, 1)) on even and odd sizes, 5×5 with
-//! padding (1, 2), dilation 2, and an EfficientNet-sized layer.
+//! padding (1, 2), dilation 2, the narrow maps of EfficientNet's last stages (5 × 7 with a 5×5
+//! kernel; 7 × 7 at stride 2 with TF-same padding), a map smaller than the kernel, and an
+//! EfficientNet-sized layer.
 
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
@@ -28,12 +30,15 @@ struct Case {
     dilation: usize,
 }
 
-const CASES: [Case; 6] = [
+const CASES: [Case; 9] = [
     Case { n: 2, c: 8, h: 16, w: 16, k: 3, stride: 1, pad: [1, 1, 1, 1], dilation: 1 },
     Case { n: 2, c: 8, h: 16, w: 16, k: 3, stride: 2, pad: [0, 1, 0, 1], dilation: 1 },
     Case { n: 3, c: 5, h: 15, w: 13, k: 3, stride: 2, pad: [1, 1, 1, 1], dilation: 1 },
     Case { n: 2, c: 6, h: 20, w: 20, k: 5, stride: 2, pad: [1, 2, 1, 2], dilation: 1 },
     Case { n: 2, c: 4, h: 11, w: 17, k: 3, stride: 1, pad: [2, 2, 2, 2], dilation: 2 },
+    Case { n: 3, c: 7, h: 5, w: 7, k: 5, stride: 1, pad: [2, 2, 2, 2], dilation: 1 },
+    Case { n: 2, c: 9, h: 7, w: 7, k: 3, stride: 2, pad: [0, 1, 0, 1], dilation: 1 },
+    Case { n: 2, c: 3, h: 2, w: 3, k: 5, stride: 1, pad: [2, 2, 2, 2], dilation: 1 },
     Case { n: 4, c: 96, h: 28, w: 28, k: 5, stride: 1, pad: [2, 2, 2, 2], dilation: 1 },
 ];
 

@@ -112,6 +112,53 @@ fn per_plane<T: Send>(
     }
 }
 
+/// Independent f64 accumulators of [`lane_sum`]: a running sum is one long chain of dependent
+/// additions, which cannot be vectorised; eight lanes can, and f64 keeps the statistics accurate.
+const SUM_LANES: usize = 8;
+
+/// `Σ term(v)` over `values`, in f64, in [`SUM_LANES`] interleaved partial sums.
+#[inline]
+fn lane_sum<T: NormFloat>(values: &[T], term: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0.0f64; SUM_LANES];
+    let chunks = values.chunks_exact(SUM_LANES);
+    let tail: f64 = chunks.remainder().iter().map(|v| term(v.widen())).sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += term(v.widen());
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
+/// `(Σ first, Σ second)` of `terms(a[i], b[i])`, like [`lane_sum`] for two sums over two inputs.
+#[inline]
+fn lane_sum_pair<T: NormFloat>(
+    a: &[T],
+    b: &[T],
+    terms: impl Fn(f64, f64) -> (f64, f64),
+) -> (f64, f64) {
+    let mut first = [0.0f64; SUM_LANES];
+    let mut second = [0.0f64; SUM_LANES];
+    let (chunks_a, chunks_b) = (a.chunks_exact(SUM_LANES), b.chunks_exact(SUM_LANES));
+    let (mut tail_first, mut tail_second) = (0.0f64, 0.0f64);
+    for (x, y) in chunks_a.remainder().iter().zip(chunks_b.remainder()) {
+        let (t1, t2) = terms(x.widen(), y.widen());
+        tail_first += t1;
+        tail_second += t2;
+    }
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for i in 0..SUM_LANES {
+            let (t1, t2) = terms(ca[i].widen(), cb[i].widen());
+            first[i] += t1;
+            second[i] += t2;
+        }
+    }
+    (
+        first.iter().sum::<f64>() + tail_first,
+        second.iter().sum::<f64>() + tail_second,
+    )
+}
+
 fn tensor<T: NormFloat>(values: Vec<T>, shape: Shape, dtype: DType) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), dtype)
 }
@@ -135,12 +182,12 @@ pub(crate) fn train_forward<T: NormFloat>(
     let stats: Vec<(f64, f64)> = per_channel(planes.channels, |c| {
         let sum: f64 = planes
             .channel(data, c)
-            .map(|p| p.iter().map(|v| v.widen()).sum::<f64>())
+            .map(|p| lane_sum(p, |v| v))
             .sum();
         let mean = sum / count;
         let squares: f64 = planes
             .channel(data, c)
-            .map(|p| p.iter().map(|v| (v.widen() - mean).powi(2)).sum::<f64>())
+            .map(|p| lane_sum(p, |v| (v - mean) * (v - mean)))
             .sum();
         (mean, squares / count)
     });
@@ -219,17 +266,14 @@ pub(crate) fn train_backward<T: NormFloat>(
 
     // (Σ dy, Σ dy·x̂) per channel.
     let sums: Vec<(f64, f64)> = per_channel(planes.channels, |c| {
-        let (mu, is) = (to64(&mean[c]), inv_std[c]);
-        let mut sum_grad = 0.0f64;
-        let mut sum_grad_norm = 0.0f64;
+        let mu = to64(&mean[c]);
+        let (mut sum_grad, mut sum_grad_centered) = (0.0f64, 0.0f64);
         for (g_plane, x_plane) in planes.channel(grad, c).zip(planes.channel(data, c)) {
-            for (g, v) in g_plane.iter().zip(x_plane) {
-                let g = to64(g);
-                sum_grad += g;
-                sum_grad_norm += g * (to64(v) - mu) * is;
-            }
+            let (g, gx) = lane_sum_pair(g_plane, x_plane, |g, v| (g, g * (v - mu)));
+            sum_grad += g;
+            sum_grad_centered += gx;
         }
-        (sum_grad, sum_grad_norm)
+        (sum_grad, sum_grad_centered * inv_std[c])
     });
 
     let mut x_grad = vec![T::zero(); data.len()];

@@ -312,7 +312,8 @@ mod tests {
     #[test]
     fn depthwise_backward_matches_generic_path() {
         // stride 1 "same", TF-same stride 2 (pad 0 before, 1 after) on even and odd sizes, a 5×5
-        // kernel with asymmetric padding, no padding, dilation, and one channel.
+        // kernel with asymmetric padding, no padding, dilation, one channel, narrow maps (5×7 with a
+        // 5×5 kernel, 7×7 at stride 2), a map smaller than the kernel, and padding on one side only.
         check(2, 3, [8, 8], 3, 1, [(1, 1), (1, 1)], 1);
         check(2, 4, [8, 8], 3, 2, [(0, 1), (0, 1)], 1);
         check(3, 5, [9, 7], 3, 2, [(1, 1), (1, 1)], 1);
@@ -322,5 +323,9 @@ mod tests {
         check(2, 3, [12, 12], 3, 1, [(2, 2), (2, 2)], 2);
         check(2, 1, [6, 6], 3, 1, [(1, 1), (1, 1)], 1);
         check(4, 32, [17, 17], 3, 1, [(1, 1), (1, 1)], 1);
+        check(3, 4, [5, 7], 5, 1, [(2, 2), (2, 2)], 1);
+        check(2, 5, [7, 7], 3, 2, [(0, 1), (0, 1)], 1);
+        check(2, 3, [2, 3], 5, 1, [(2, 2), (2, 2)], 1);
+        check(2, 3, [9, 8], 3, 2, [(2, 0), (0, 3)], 1);
     }
 }
