@@ -25,14 +25,9 @@ use burn::tensor::activation::{relu, silu as composed_silu};
 
 mod kernels;
 
-/// Whether [`silu`] takes the fused kernel (see the note in its body).
-const FUSED_SILU: bool = false;
-
 /// SiLU, `x · σ(x)`.
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    // Off until host/tests/localisation.rs is retuned: its tiny from-scratch model stops
-    // localising when SiLU's rounding changes (r(x) −0.04 with the fused kernel, seeds 3 and 4).
-    if FUSED_SILU && runs_on_flex(&x) {
+    if runs_on_flex(&x) {
         Tensor::from_dispatch(<Dispatch as FusedActivations>::silu(x.into_dispatch()))
     } else {
         composed_silu(x)
