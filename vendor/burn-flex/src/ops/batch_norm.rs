@@ -180,10 +180,7 @@ pub(crate) fn train_forward<T: NormFloat>(
     let count = planes.count().max(1) as f64;
 
     let stats: Vec<(f64, f64)> = per_channel(planes.channels, |c| {
-        let sum: f64 = planes
-            .channel(data, c)
-            .map(|p| lane_sum(p, |v| v))
-            .sum();
+        let sum: f64 = planes.channel(data, c).map(|p| lane_sum(p, |v| v)).sum();
         let mean = sum / count;
         let squares: f64 = planes
             .channel(data, c)

@@ -191,7 +191,9 @@ impl PhaseLayout {
             let (pr, pc) = (phase / sw, phase % sw);
             let (start, end, iw0) = self.input_cols(pc);
             for i in 0..self.rows {
-                let Some(ih) = self.input_row(i, pr) else { continue };
+                let Some(ih) = self.input_row(i, pr) else {
+                    continue;
+                };
                 let src = &x_plane[ih * in_w + iw0..];
                 let dst = &mut plane[i * self.width + start..i * self.width + end];
                 for (j, d) in dst.iter_mut().enumerate() {
@@ -209,7 +211,9 @@ impl PhaseLayout {
             let (pr, pc) = (phase / sw, phase % sw);
             let (start, end, iw0) = self.input_cols(pc);
             for i in 0..self.rows {
-                let Some(ih) = self.input_row(i, pr) else { continue };
+                let Some(ih) = self.input_row(i, pr) else {
+                    continue;
+                };
                 let src = &plane[i * self.width + start..i * self.width + end];
                 let dst = &mut dx_plane[ih * in_w + iw0..];
                 for (j, s) in src.iter().enumerate() {
@@ -294,13 +298,10 @@ pub(crate) fn weight_grad_f32(
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        result
-            .par_chunks_mut(k_spatial)
-            .enumerate()
-            .for_each_init(
-                || layout.scratch(),
-                |scratch, (c, out)| channel_work(scratch, c, out),
-            );
+        result.par_chunks_mut(k_spatial).enumerate().for_each_init(
+            || layout.scratch(),
+            |scratch, (c, out)| channel_work(scratch, c, out),
+        );
     }
     #[cfg(not(feature = "rayon"))]
     {
@@ -356,8 +357,7 @@ pub(crate) fn input_grad_f32(
         phases.fill(0.0);
         layout.spread(&grad_data[plane * out_spatial..][..out_spatial], run);
         for tap in &layout.taps {
-            let target =
-                &mut phases[tap.phase * layout.plane_len + tap.offset..][..layout.run_len];
+            let target = &mut phases[tap.phase * layout.plane_len + tap.offset..][..layout.run_len];
             axpy(filter[tap.index], run, target);
         }
         layout.merge(phases, dx);
@@ -366,13 +366,10 @@ pub(crate) fn input_grad_f32(
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        result
-            .par_chunks_mut(in_spatial)
-            .enumerate()
-            .for_each_init(
-                || layout.scratch(),
-                |scratch, (plane, dx)| plane_work(scratch, plane, dx),
-            );
+        result.par_chunks_mut(in_spatial).enumerate().for_each_init(
+            || layout.scratch(),
+            |scratch, (plane, dx)| plane_work(scratch, plane, dx),
+        );
     }
     #[cfg(not(feature = "rayon"))]
     {
