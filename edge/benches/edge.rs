@@ -13,7 +13,7 @@ use cdnet_edge::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, re
 use cdnet_edge::sim::{Faults, PtyProbe, SimOptions, Source, resized, simulate};
 use cdnet_shared::GrayImage;
 use cdnet_shared::bundle::Bundle;
-use cdnet_shared::runtime::{Pipeline, Threads};
+use cdnet_shared::runtime::{FrameVerdict, Pipeline, Threads};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -108,7 +108,7 @@ fn main() {
             width: frame.width as usize,
             height: frame.height as usize,
             pixels: frame.pixels.clone(),
-            inference,
+            verdict: FrameVerdict::Classified(inference),
         }),
         fps: 10.0,
         latency_ms: 10.0,

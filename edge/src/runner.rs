@@ -26,9 +26,9 @@ use cdnet_shared::protocol::frames::Frame;
 use cdnet_shared::protocol::session::{EdgeSession, Reaction};
 use cdnet_shared::protocol::{
     ErrorCode, ErrorReport, FrameDecoder, Heartbeat, InferenceResult, MAX_HEATMAP_CELLS, MAX_WIRE_PACKET, Message,
-    Ready, Skipped, ZoomBox, encode_packet_vec, truncated,
+    NoEye, Ready, Skipped, ZoomBox, encode_packet_vec, truncated,
 };
-use cdnet_shared::runtime::{Inference, Pipeline, Threads};
+use cdnet_shared::runtime::{FrameVerdict, Inference, Pipeline, Threads};
 use cdnet_shared::{CropProfile, GrayImage};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
@@ -87,6 +87,8 @@ pub struct EdgeSummary {
     pub frames: u64,
     /// Results sent.
     pub results: u64,
+    /// Frames the frame gate refused (`NoEye` sent, not classified).
+    pub no_eye: u64,
     /// Frames skipped for a newer one.
     pub dropped: u64,
     /// Packets rejected (CRC, framing, version, …).
@@ -105,6 +107,7 @@ pub struct EdgeSummary {
 struct Counters {
     frames: AtomicU64,
     results: AtomicU64,
+    no_eye: AtomicU64,
     dropped: AtomicU64,
     packet_errors: AtomicU64,
     frame_errors: AtomicU64,
@@ -122,6 +125,7 @@ struct Pending {
 enum Outgoing {
     Plain(Message<'static>),
     Result { result: InferenceResult, received: Instant, frame: Option<Arc<Frame>> },
+    NoEye { reply: NoEye, detail: String },
 }
 
 struct Shared {
@@ -234,28 +238,36 @@ pub fn run(
         let seq = frame.seq;
         let outcome = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels)
             .map_err(|e| (ErrorCode::BadFrameGeometry, e.to_string()))
-            .and_then(|image| pipeline.infer_image(&image).map_err(|e| (ErrorCode::InferenceFailed, e.to_string())));
-        match outcome {
-            Ok(inference) => {
-                let result = to_message(seq, &inference, card.preprocess.input_size);
-                let frame = Arc::new(frame);
-                let _ =
-                    outbox.send(Outgoing::Result { result, received, frame: logging_frames.then(|| frame.clone()) });
-                let mut screen = lock(&shared.screen);
-                screen.frame = Some(ShownFrame {
-                    seq,
-                    width: frame.width as usize,
-                    height: frame.height as usize,
-                    pixels: frame.pixels.clone(),
-                    inference,
-                });
-            }
+            .and_then(|image| pipeline.classify_image(&image).map_err(|e| (ErrorCode::InferenceFailed, e.to_string())));
+        let verdict = match outcome {
+            Ok(verdict) => verdict,
             Err((code, detail)) => {
                 tracing::warn!("frame {seq}: {detail}");
                 shared.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
                 let _ = outbox.send(Outgoing::Plain(Message::Error(ErrorReport::new(Some(seq), code, &detail))));
+                continue;
             }
-        }
+        };
+        let frame = Arc::new(frame);
+        let reply = match &verdict {
+            FrameVerdict::Classified(inference) => Outgoing::Result {
+                result: to_message(seq, inference, card.preprocess.input_size),
+                received,
+                frame: logging_frames.then(|| frame.clone()),
+            },
+            FrameVerdict::NoEye { refusal, .. } => Outgoing::NoEye {
+                reply: NoEye { seq, reason: refusal.code(), score: refusal.score() },
+                detail: refusal.to_string(),
+            },
+        };
+        let _ = outbox.send(reply);
+        lock(&shared.screen).frame = Some(ShownFrame {
+            seq,
+            width: frame.width as usize,
+            height: frame.height as usize,
+            pixels: frame.pixels.clone(),
+            verdict,
+        });
     }
     stop.store(true, Ordering::Relaxed);
     drop(outbox);
@@ -268,6 +280,7 @@ pub fn run(
     Ok(EdgeSummary {
         frames: c.frames.load(Ordering::Relaxed),
         results,
+        no_eye: c.no_eye.load(Ordering::Relaxed),
         dropped: c.dropped.load(Ordering::Relaxed),
         packet_errors: c.packet_errors.load(Ordering::Relaxed),
         frame_errors: c.frame_errors.load(Ordering::Relaxed),
@@ -467,58 +480,88 @@ fn write_out(shared: &Shared, inbox: Receiver<Outgoing>, log: &mut Option<Sessio
                 result.latency_us = latency.as_micros().min(u32::MAX as u128) as u32;
                 send(shared, &Message::Result(result.clone()));
                 let c = &shared.counters;
-                let results = c.results.fetch_add(1, Ordering::Relaxed) + 1;
+                c.results.fetch_add(1, Ordering::Relaxed);
                 c.latency_us_total.fetch_add(result.latency_us as u64, Ordering::Relaxed);
-                let fps = {
-                    let mut recent = lock(&shared.recent);
-                    recent.push_back(Instant::now());
-                    while recent.len() > 20 || recent.front().is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
-                        recent.pop_front();
-                    }
-                    match (recent.front(), recent.back()) {
-                        (Some(a), Some(b)) if recent.len() > 1 => {
-                            (recent.len() - 1) as f32 / (*b - *a).as_secs_f32().max(1e-3)
-                        }
-                        _ => 0.0,
-                    }
-                };
                 {
+                    let fps = answer_rate(shared);
                     let mut screen = lock(&shared.screen);
                     screen.latency_ms = latency.as_secs_f32() * 1000.0;
                     screen.fps = fps;
                 }
-                if let Some(log) = log.as_mut() {
-                    let record = LogRecord {
-                        time_ms: now_ms(),
-                        seq: result.seq,
-                        class: names.get(result.class_index as usize).map_or("?", String::as_str),
-                        probabilities: &result.probabilities,
-                        uncertain: result.uncertain,
-                        zoom_box: Some([
-                            result.zoom_box.x0,
-                            result.zoom_box.y0,
-                            result.zoom_box.x1,
-                            result.zoom_box.y1,
-                        ]),
-                        latency_ms: latency.as_secs_f32() * 1000.0,
-                        model,
-                    };
-                    let pixels = frame.as_ref().map(|f| (&f.pixels[..], f.width as u32, f.height as u32));
-                    if let Err(e) = log.append(&record, pixels) {
-                        tracing::error!("session log: {e:#}");
-                    }
-                }
-                if shared.max_results.is_some_and(|max| results >= max) {
-                    shared.stop.store(true, Ordering::Relaxed);
-                }
+                let record = LogRecord {
+                    time_ms: now_ms(),
+                    seq: result.seq,
+                    class: names.get(result.class_index as usize).map_or("?", String::as_str),
+                    probabilities: &result.probabilities,
+                    uncertain: result.uncertain,
+                    zoom_box: Some([result.zoom_box.x0, result.zoom_box.y0, result.zoom_box.x1, result.zoom_box.y1]),
+                    no_eye: None,
+                    latency_ms: latency.as_secs_f32() * 1000.0,
+                    model,
+                };
+                append_log(log, &record, frame.as_deref());
+                stop_when_enough(shared);
+            }
+            Outgoing::NoEye { reply, detail } => {
+                send(shared, &Message::NoEye(reply));
+                shared.counters.no_eye.fetch_add(1, Ordering::Relaxed);
+                let fps = answer_rate(shared);
+                lock(&shared.screen).fps = fps;
+                let record = LogRecord {
+                    time_ms: now_ms(),
+                    seq: reply.seq,
+                    class: NO_EYE,
+                    probabilities: &[],
+                    uncertain: true,
+                    zoom_box: None,
+                    no_eye: Some(&detail),
+                    latency_ms: 0.0,
+                    model,
+                };
+                append_log(log, &record, None);
+                stop_when_enough(shared);
             }
         }
     }
 }
 
-/// Result of `check`: bundle verified and one frame classified.
-pub fn self_test(bundle: &std::path::Path, image: &GrayImage<'_>) -> Result<(Pipeline, Inference)> {
+/// The class name a refused frame has in the session log.
+pub const NO_EYE: &str = "no eye in view";
+
+/// Answered frames per second over the last few seconds (the new answer included).
+fn answer_rate(shared: &Shared) -> f32 {
+    let mut recent = lock(&shared.recent);
+    recent.push_back(Instant::now());
+    while recent.len() > 20 || recent.front().is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+        recent.pop_front();
+    }
+    match (recent.front(), recent.back()) {
+        (Some(a), Some(b)) if recent.len() > 1 => (recent.len() - 1) as f32 / (*b - *a).as_secs_f32().max(1e-3),
+        _ => 0.0,
+    }
+}
+
+fn append_log(log: &mut Option<SessionLog>, record: &LogRecord<'_>, frame: Option<&Frame>) {
+    if let Some(log) = log.as_mut() {
+        let pixels = frame.map(|f| (&f.pixels[..], f.width as u32, f.height as u32));
+        if let Err(e) = log.append(record, pixels) {
+            tracing::error!("session log: {e:#}");
+        }
+    }
+}
+
+/// Ends the run once `max_results` frames have been answered (a `Result` or a `NoEye`).
+fn stop_when_enough(shared: &Shared) {
+    let c = &shared.counters;
+    let answered = c.results.load(Ordering::Relaxed) + c.no_eye.load(Ordering::Relaxed);
+    if shared.max_results.is_some_and(|max| answered >= max) {
+        shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Result of `check`: bundle verified and one frame through the device's path (gate, network).
+pub fn self_test(bundle: &std::path::Path, image: &GrayImage<'_>) -> Result<(Pipeline, FrameVerdict)> {
     let pipeline = Pipeline::load(Bundle::open(bundle)?, Threads(1)).context("the bundle does not load")?;
-    let inference = pipeline.infer_image(image)?;
-    Ok((pipeline, inference))
+    let verdict = pipeline.classify_image(image)?;
+    Ok((pipeline, verdict))
 }

@@ -9,7 +9,7 @@ use cdnet_shared::bundle::ModelCard;
 use cdnet_shared::heatmap::heatmap_picture;
 use cdnet_shared::postprocess::heat_colour;
 use cdnet_shared::resize::resize_bilinear;
-use cdnet_shared::runtime::Inference;
+use cdnet_shared::runtime::FrameVerdict;
 use embedded_graphics::mono_font::MonoFont;
 use embedded_graphics::mono_font::MonoTextStyle;
 use embedded_graphics::mono_font::ascii::{FONT_6X10, FONT_10X20};
@@ -141,8 +141,8 @@ pub struct ShownFrame {
     pub height: usize,
     /// The frame's 8-bit pixels.
     pub pixels: Vec<u8>,
-    /// The diagnosis.
-    pub inference: Inference,
+    /// The diagnosis, or the frame gate's refusal.
+    pub verdict: FrameVerdict,
 }
 
 /// Everything the screen shows.
@@ -222,14 +222,25 @@ fn fill(canvas: &mut Canvas, x: i32, y: i32, w: u32, h: u32, c: Rgb888) {
     let _ = Rectangle::new(Point::new(x, y), Size::new(w, h)).into_styled(PrimitiveStyle::with_fill(c)).draw(canvas);
 }
 
-/// Draws the B-scan (the device-crop area the network saw), the heatmap and the zoom box.
+/// Draws the B-scan (the device-crop area the network saw) and, for a classified frame, the
+/// heatmap and the zoom box; a refused frame is drawn plain, so the operator can find the eye.
 fn draw_frame(canvas: &mut Canvas, frame: &ShownFrame, state: &ScreenState, layout: Layout) {
     let (px, py, side) = layout.image_panel();
     let side = side as usize;
-    let inference = &frame.inference;
+    let crop = match &frame.verdict {
+        FrameVerdict::Classified(inference) => inference.crop,
+        FrameVerdict::NoEye { crop, .. } => *crop,
+    };
     let mut gray = vec![0.0f32; side * side];
     // Shapes come from a frame the pipeline accepted; a failure leaves the panel black.
-    let _ = resize_bilinear(&frame.pixels, frame.width, frame.height, inference.crop, &mut gray, side, side);
+    let _ = resize_bilinear(&frame.pixels, frame.width, frame.height, crop, &mut gray, side, side);
+    let FrameVerdict::Classified(inference) = &frame.verdict else {
+        for (i, g) in gray.iter().enumerate() {
+            let g = g.clamp(0.0, 255.0) as u8;
+            canvas.put(px + (i % side) as i32, py + (i / side) as i32, [g, g, g]);
+        }
+        return;
+    };
     let heat = heatmap_picture(&inference.attention, inference.attention_side, state.input_size, side, side);
     for y in 0..side {
         for x in 0..side {
@@ -258,7 +269,6 @@ pub fn render(canvas: &mut Canvas, state: &ScreenState, layout: Layout) {
         chunk.copy_from_slice(&BACKGROUND);
     }
     let (px, py, side) = layout.image_panel();
-    let small = MonoTextStyle::new(&FONT_6X10, DIM);
     let (big_font, mid_font) = match layout {
         Layout::Wide800x480 => (&profont::PROFONT_24_POINT, &FONT_10X20),
         Layout::Small320x240 => (&FONT_10X20, &FONT_6X10),
@@ -282,7 +292,20 @@ pub fn render(canvas: &mut Canvas, state: &ScreenState, layout: Layout) {
         }
         Some(frame) => {
             draw_frame(canvas, frame, state, layout);
-            let inference = &frame.inference;
+            let inference = match &frame.verdict {
+                FrameVerdict::Classified(inference) => inference,
+                FrameVerdict::NoEye { refusal, .. } => {
+                    // No class, no confidence, no bars: nothing that could be read as a diagnosis.
+                    let h = mid_font.character_size.height + 8;
+                    fill(canvas, x, py, (right - x) as u32, h, AMBER);
+                    text(canvas, "NO EYE IN VIEW", x + 4, py + 4, MonoTextStyle::new(mid_font, Rgb888::BLACK));
+                    let why = MonoTextStyle::new(&FONT_6X10, AMBER);
+                    text(canvas, refusal.headline(), x, py + h as i32 + 8, why);
+                    text(canvas, "place the probe on the eye", x, py + h as i32 + 22, why);
+                    draw_status(canvas, state, layout, x);
+                    return;
+                }
+            };
             let class = state.labels.get(inference.class).map_or("?", String::as_str);
             let colour = if inference.uncertain { AMBER } else { TEXT };
             let mut y = py;
@@ -326,7 +349,13 @@ pub fn render(canvas: &mut Canvas, state: &ScreenState, layout: Layout) {
             }
         }
     }
-    // Status line: link, rate, latency, counters, model.
+    draw_status(canvas, state, layout, x);
+}
+
+/// The status lines: link, rate, latency, counters, model.
+fn draw_status(canvas: &mut Canvas, state: &ScreenState, layout: Layout, x: i32) {
+    let (px, _, _) = layout.image_panel();
+    let small = MonoTextStyle::new(&FONT_6X10, DIM);
     let status_y = canvas.height as i32 - 16;
     let (dot, status) = match &state.link {
         LinkStatus::Receiving => (GREEN, "receiving".to_string()),

@@ -29,6 +29,9 @@ pub struct LogRecord<'a> {
     pub uncertain: bool,
     /// Centre-zoom box in frame pixels `[x0, y0, x1, y1]`.
     pub zoom_box: Option<[u16; 4]>,
+    /// Why the frame gate refused the frame (then `class` is "no eye in view", no probabilities).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_eye: Option<&'a str>,
     /// Last byte in → result out, milliseconds.
     pub latency_ms: f32,
     /// Model bundle name.

@@ -6,11 +6,12 @@
 use crate::link::{LinkHalves, LinkOpener};
 use anyhow::{Context, Result, bail};
 use cdnet_shared::Rect;
+use cdnet_shared::gate::headline_of_code;
 use cdnet_shared::imageio::{file_kind, read_gray_frames};
 use cdnet_shared::phantom::{PhantomClass, PhantomConfig, image_seed, render};
 use cdnet_shared::protocol::frames::frame_chunks;
 use cdnet_shared::protocol::{
-    ErrorReport, FrameDecoder, Hello, InferenceResult, Message, PixelFormat, Ready, Skipped, encode_packet_vec,
+    ErrorReport, FrameDecoder, Hello, InferenceResult, Message, NoEye, PixelFormat, Ready, Skipped, encode_packet_vec,
     truncated,
 };
 use cdnet_shared::resize::resize_bilinear;
@@ -206,6 +207,8 @@ pub struct SimReport {
     pub errors: Vec<String>,
     /// Frames the edge reported skipped for a newer one: (skipped, newer).
     pub skipped: Vec<(u32, u32)>,
+    /// Frames the edge's frame gate refused: (frame, reason code).
+    pub no_eye: Vec<(u32, u8)>,
     /// The edge's `Ready`, if any.
     pub ready: Option<String>,
     /// Packets the simulator could not decode (bad CRC etc.).
@@ -240,6 +243,7 @@ enum Reply {
     Result(Box<InferenceResult>),
     Error(ErrorReport),
     Skipped(Skipped),
+    NoEye(NoEye),
     DecodeErrors(u64),
 }
 
@@ -268,6 +272,7 @@ fn spawn_reader(mut reader: Box<dyn Read + Send>, stop: Arc<AtomicBool>) -> Rece
                     Some(Ok(Message::Result(r))) => Some(Reply::Result(Box::new(r))),
                     Some(Ok(Message::Error(e))) => Some(Reply::Error(e)),
                     Some(Ok(Message::Skipped(s))) => Some(Reply::Skipped(s)),
+                    Some(Ok(Message::NoEye(n))) => Some(Reply::NoEye(n)),
                     _ => None,
                 };
                 if let Some(reply) = reply
@@ -375,6 +380,15 @@ pub fn simulate(link: LinkHalves, options: &SimOptions, mut unplug: Option<&mut 
                 Ok(Reply::Skipped(skipped)) => {
                     report.skipped.push((skipped.seq, skipped.newer));
                     if want == Some(skipped.seq) {
+                        return true;
+                    }
+                }
+                Ok(Reply::NoEye(refused)) => {
+                    if options.verbose {
+                        println!("frame {}: no eye in view ({})", refused.seq, headline_of_code(refused.reason));
+                    }
+                    report.no_eye.push((refused.seq, refused.reason));
+                    if want == Some(refused.seq) {
                         return true;
                     }
                 }

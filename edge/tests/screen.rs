@@ -4,9 +4,10 @@
 use cdnet_edge::display::{Display, PngDisplay};
 use cdnet_edge::screen::{AMBER, BOX, Canvas, GREEN, Layout, LinkStatus, RED, ScreenState, ShownFrame, TEXT, render};
 use cdnet_shared::Rect;
+use cdnet_shared::gate::Refusal;
 use cdnet_shared::heatmap::HeatmapGeometry;
 use cdnet_shared::postprocess::heat_colour;
-use cdnet_shared::runtime::Inference;
+use cdnet_shared::runtime::{FrameVerdict, Inference};
 use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
 use std::time::Duration;
 
@@ -42,7 +43,13 @@ fn state(class: usize, confidence: f32, uncertain: bool, link: LinkStatus) -> Sc
         short_labels: ["Normal", "IOT", "RD", "PSS", "VH"].map(String::from).to_vec(),
         input_size: INPUT,
         link,
-        frame: Some(ShownFrame { seq: 1, width: 256, height: 256, pixels: vec![GRAY; 256 * 256], inference }),
+        frame: Some(ShownFrame {
+            seq: 1,
+            width: 256,
+            height: 256,
+            pixels: vec![GRAY; 256 * 256],
+            verdict: FrameVerdict::Classified(inference),
+        }),
         fps: 3.0,
         latency_ms: 80.0,
         dropped: 0,
@@ -164,6 +171,30 @@ fn waiting_screen_has_no_diagnosis() {
     let canvas = draw(&waiting, layout);
     assert_eq!(count(&canvas, 0..800, 0..480, rgb(BOX)), 0, "a zoom box without a frame");
     assert!(count(&canvas, 10..470, 10..470, rgb(AMBER)) > 100, "no waiting message in the image panel");
+}
+
+#[test]
+fn refused_frame_shows_no_eye_and_no_diagnosis() {
+    for layout in [Layout::Wide800x480, Layout::Small320x240] {
+        let mut refused = state(2, 0.99, false, LinkStatus::Receiving);
+        if let Some(frame) = refused.frame.as_mut() {
+            let refusal = Refusal::Unfamiliar { distance: 9.0, threshold: 4.3 };
+            frame.verdict = FrameVerdict::NoEye { refusal, crop: Rect::full(256, 256) };
+        }
+        let canvas = draw(&refused, layout);
+        let (px, py, side) = layout.image_panel();
+        let (px, py, side) = (px as u32, py as u32, side);
+        // The frame is drawn plain (the operator needs it to find the eye): no heatmap, no box.
+        let plain = count(&canvas, px..px + side, py..py + side, [GRAY; 3]);
+        assert_eq!(plain as u32, side * side, "{layout:?}: heatmap or box drawn on a refused frame");
+        // The amber "NO EYE IN VIEW" banner, and no class title or probability bars in text colour.
+        let right = px + side + 4..canvas.width();
+        let banner = count(&canvas, right.clone(), py..py + 30, rgb(AMBER));
+        assert!(banner > 1000, "{layout:?}: no banner ({banner} amber pixels)");
+        let status_top = canvas.height() - 60;
+        let text = count(&canvas, right, 0..status_top, rgb(TEXT));
+        assert_eq!(text, 0, "{layout:?}: {text} pixels of diagnosis text on a refused frame");
+    }
 }
 
 #[test]

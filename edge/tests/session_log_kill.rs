@@ -25,6 +25,7 @@ fn record(seq: u32) -> LogRecord<'static> {
         probabilities: &[0.05, 0.05, 0.8, 0.05, 0.05],
         uncertain: false,
         zoom_box: Some([10, 20, 110, 120]),
+        no_eye: None,
         latency_ms: 12.5,
         model: "kill-test",
     }

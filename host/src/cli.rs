@@ -48,6 +48,9 @@ pub enum Command {
     /// Bind a bundle's graphs to its card again: upgrade a bundle exported before card binding, or
     /// accept a deliberate, reviewed edit of its model.json. The graphs must be unchanged.
     Bind(BindArgs),
+    /// Calibrate a bundle's frame gate (which frames show an eye at all) on the model's training
+    /// data: after a change of scanner, or to give a format-2 bundle its gate.
+    Gate(GateArgs),
     /// Time the configured training step on a fixed synthetic batch (images/s, loss per step);
     /// `tools/torch_step_bench.py` is the same step in PyTorch.
     BenchStep(BenchStepArgs),
@@ -85,6 +88,24 @@ pub struct BindArgs {
     /// The bundle folder (with model.json).
     #[arg(long)]
     pub bundle: PathBuf,
+}
+
+/// `cdnet gate`.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The bundle folder (with model.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The data the model was trained on: the gate is fitted on its train split, and its
+    /// threshold set on the val split.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Quantile of the validation frames' distances that, times --margin, is the threshold.
+    #[arg(long, default_value_t = cdnet_shared::gate::GateSettings::default().quantile)]
+    pub quantile: f32,
+    /// Factor from that quantile to the threshold (room for other probes, gains and patients).
+    #[arg(long, default_value_t = cdnet_shared::gate::GateSettings::default().margin)]
+    pub margin: f32,
 }
 
 /// `cdnet export`.
@@ -282,6 +303,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => run_predict(args),
         Command::Export(args) => run_export(args),
         Command::Bind(args) => run_bind(args),
+        Command::Gate(args) => run_gate(args),
         Command::BenchStep(args) => run_bench_step(args),
     }
 }
@@ -311,6 +333,35 @@ fn run_bench_step(args: BenchStepArgs) -> Result<()> {
         report.images_per_second,
         report.peak_rss_mib,
         losses.join(" ")
+    );
+    Ok(())
+}
+
+fn run_gate(args: GateArgs) -> Result<()> {
+    use cdnet_shared::bundle::{Bundle, CARD_FILE, ModelCard};
+    use cdnet_shared::gate::GateSettings;
+    let card_path = args.model.join(CARD_FILE);
+    let text = std::fs::read(&card_path).with_context(|| format!("cannot read {}", card_path.display()))?;
+    let card: ModelCard =
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a model card", card_path.display()))?;
+    let settings = GateSettings { quantile: args.quantile, margin: args.margin, ..GateSettings::default() };
+    let data = crate::export::gate::load_for_model(&args.data, &card.preprocess, &card.labels)?;
+    let gate = crate::export::gate::calibrate_on(&data, &settings)?;
+    let bundle = Bundle::set_gate(&args.model, gate)?;
+    cdnet_shared::runtime::Pipeline::load(bundle.clone(), cdnet_shared::runtime::Threads(1))?;
+    let Some(gate) = &bundle.card.gate else { bail!("the gate was not written") };
+    let c = &gate.calibration;
+    println!(
+        "calibrated the frame gate of {}: {} {} frames fitted, threshold {:.3} = {:.3} ({} quantile of {} {} frames) x {}",
+        args.model.display(),
+        c.fit_frames,
+        c.fit_split,
+        gate.threshold,
+        c.distance_at_quantile,
+        c.quantile,
+        c.threshold_frames,
+        c.threshold_split,
+        c.margin
     );
     Ok(())
 }

@@ -19,6 +19,7 @@
 //! any edit, corruption or mix-up of bundle files; it is not a signature against someone who
 //! rewrites all of them on purpose.
 
+use crate::gate::FrameGate;
 use crate::labels::LabelSet;
 use crate::{CenterZoomParams, PreprocessConfig};
 use serde::{Deserialize, Serialize};
@@ -30,8 +31,9 @@ use std::vec::Vec;
 
 /// Card file name inside a bundle folder.
 pub const CARD_FILE: &str = "model.json";
-/// Card format version this code reads and writes (2: graphs stamped with the card digest).
-pub const CARD_FORMAT: u32 = 2;
+/// Card format version this code reads and writes (2: graphs stamped with the card digest; 3: a
+/// calibrated frame gate).
+pub const CARD_FORMAT: u32 = 3;
 /// The ONNX `metadata_props` key under which each graph carries [`ModelCard::digest`].
 pub const CARD_DIGEST_KEY: &str = "cdnet.card_sha256";
 /// Input of the backbone graph.
@@ -93,6 +95,10 @@ pub struct ModelCard {
     pub head: String,
     /// ONNX opset of the graphs.
     pub opset: i64,
+    /// The frame gate: which frames are classified at all. Required from format 3; `None` only
+    /// while reading an older card, which [`ModelCard::check`] then refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<FrameGate>,
     /// Every file of the bundle (the card excepted) with its hash.
     pub files: BTreeMap<String, FileCard>,
     /// Evaluation metrics (fp32 and, for int8 bundles, int8).
@@ -174,8 +180,9 @@ impl ModelCard {
     pub fn check(&self) -> Result<(), String> {
         if self.format != CARD_FORMAT {
             return Err(std::format!(
-                "format {} is not supported: this build reads format {CARD_FORMAT} (graphs bound to the card); \
-                 re-export the model with this version (cdnet export)",
+                "format {} is not supported: this build reads format {CARD_FORMAT} (graphs bound to the card, \
+                 a calibrated frame gate); re-export the model with this version (cdnet export), or give a \
+                 format-2 bundle its gate with `cdnet gate --model BUNDLE --data TRAINING_DATA`",
                 self.format
             ));
         }
@@ -204,6 +211,14 @@ impl ModelCard {
             ));
         }
         self.preprocess.crop.validate().map_err(|e| std::format!("preprocess.crop: {e}"))?;
+        match &self.gate {
+            Some(gate) => gate.validate()?,
+            None => {
+                return Err("gate is missing: the card has no calibrated frame gate, so the device could not refuse \
+                     frames that show no eye; calibrate one with `cdnet gate --model BUNDLE --data TRAINING_DATA`"
+                    .into());
+            }
+        }
         if !(self.center_zoom.threshold > 0.0 && self.center_zoom.threshold <= 1.0) {
             return Err(std::format!(
                 "center_zoom.threshold = {} must lie in (0, 1] (a fraction of the attention maximum)",
@@ -324,6 +339,21 @@ impl Bundle {
         let (card_path, mut card) = read_card(dir)?;
         verify_files(dir, &card, &card_path, |_, _, _| Ok(()))?;
         card.format = CARD_FORMAT;
+        card.check().map_err(|reason| BundleError::BadCard { path: card_path.clone(), reason })?;
+        let files: Vec<String> = card.files.keys().cloned().collect();
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        Bundle::write_card(dir, &mut card, &names)?;
+        Bundle::open(dir)
+    }
+
+    /// Gives the bundle in `dir` a calibrated frame gate (the upgrade of a format-2 bundle, or a
+    /// recalibration): the listed files must still match the card's hashes; then the card is
+    /// rewritten as the current format with `gate`, the graphs restamped, and the bundle reopened.
+    pub fn set_gate(dir: &Path, gate: FrameGate) -> Result<Bundle, BundleError> {
+        let (card_path, mut card) = read_card(dir)?;
+        verify_files(dir, &card, &card_path, |_, _, _| Ok(()))?;
+        card.format = CARD_FORMAT;
+        card.gate = Some(gate);
         card.check().map_err(|reason| BundleError::BadCard { path: card_path.clone(), reason })?;
         let files: Vec<String> = card.files.keys().cloned().collect();
         let names: Vec<&str> = files.iter().map(String::as_str).collect();

@@ -13,7 +13,8 @@
 //! * [`phantom`] (feature `phantom`): the procedural ocular B-scan phantom, so the host trains on
 //!   and the edge's probe simulator streams the very same images.
 //! * [`bundle`] (feature `bundle`): the exported model bundle and its card, verified by hash and
-//!   bound to its graphs ([`onnx_metadata`]: the ONNX `metadata_props` stamp).
+//!   bound to its graphs ([`onnx_metadata`]: the ONNX `metadata_props` stamp), and [`gate`], the
+//!   calibrated frame gate the card carries (which frames show an eye at all).
 //! * [`runtime`] (feature `runtime`): the two-pass inference path on a bundle, with tract — the
 //!   edge runs it on every frame, the host runs it to check exports.
 //! * [`imageio`] (feature `files`): PNG/JPEG/BMP/DICOM files → 8-bit gray frames, the one
@@ -32,6 +33,8 @@ extern crate std;
 
 #[cfg(feature = "bundle")]
 pub mod bundle;
+#[cfg(feature = "bundle")]
+pub mod gate;
 pub mod geometry;
 pub mod heatmap;
 #[cfg(feature = "files")]

@@ -3,8 +3,9 @@
 //! export, comparing int8 against fp32), so both run exactly the same arithmetic.
 
 use crate::bundle::Bundle;
+use crate::gate::{FrameGate, Refusal, frame_statistics};
 use crate::postprocess::top_class;
-use crate::preprocess::{PreprocessError, preprocess_plane};
+use crate::preprocess::{PreprocessError, crop_resize_plane, preprocess_plane};
 use crate::zoom::zoom_view;
 use crate::{GrayImage, Rect};
 use std::string::{String, ToString};
@@ -65,11 +66,26 @@ pub struct Inference {
     pub crop: Rect,
 }
 
+/// What the device makes of one frame: a diagnosis, or the frame gate's refusal to give one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrameVerdict {
+    /// The frame passed the gate and the network classified it.
+    Classified(Inference),
+    /// The gate refused the frame ("no eye in view"); the network did not run.
+    NoEye {
+        /// Why.
+        refusal: Refusal,
+        /// The device crop in frame pixels (the whole frame when it was too small to crop).
+        crop: Rect,
+    },
+}
+
 type Plan = Arc<TypedRunnableModel>;
 
 /// A loaded bundle, ready to run frames.
 pub struct Pipeline {
     bundle: Bundle,
+    gate: FrameGate,
     backbone: Plan,
     head: Plan,
     n: usize,
@@ -124,7 +140,11 @@ impl Pipeline {
                 std::format!("it outputs {:?} but the card lists {k} labels", output_shape(&head, 0)),
             ));
         }
-        Ok(Pipeline { bundle, backbone, head, n })
+        let gate = card.gate.clone().ok_or_else(|| RuntimeError::Shape {
+            file: crate::bundle::CARD_FILE.to_string(),
+            reason: "the card has no frame gate".to_string(),
+        })?;
+        Ok(Pipeline { bundle, gate, backbone, head, n })
     }
 
     /// The bundle.
@@ -194,12 +214,32 @@ impl Pipeline {
         })
     }
 
-    /// Preprocesses a frame with the card's settings and runs the inference path.
+    /// Preprocesses a frame with the card's settings and runs the inference path: the network's
+    /// answer on any frame, without the frame gate (export checks, parity tests). The device's
+    /// path is [`classify_image`](Self::classify_image).
     pub fn infer_image(&self, image: &GrayImage<'_>) -> Result<Inference, RuntimeError> {
         let mut plane = vec![0.0; self.n * self.n];
         let crop = preprocess_plane(image, &self.bundle.card.preprocess, &mut plane)?;
         let mut inference = self.infer_plane(&plane)?;
         inference.crop = crop;
         Ok(inference)
+    }
+
+    /// The device's path for one frame: the frame gate, then (for a frame that passes) the
+    /// preprocessing and the inference path. A refused frame costs no network pass.
+    pub fn classify_image(&self, image: &GrayImage<'_>) -> Result<FrameVerdict, RuntimeError> {
+        let whole = Rect::full(image.width(), image.height());
+        if let Err(refusal) = self.gate.check_size(image.width(), image.height()) {
+            return Ok(FrameVerdict::NoEye { refusal, crop: whole });
+        }
+        let mut plane = vec![0.0; self.n * self.n];
+        let crop = crop_resize_plane(image, &self.bundle.card.preprocess, &mut plane)?;
+        if let Err(refusal) = self.gate.check(&frame_statistics(&plane, self.n)) {
+            return Ok(FrameVerdict::NoEye { refusal, crop });
+        }
+        self.bundle.card.preprocess.normalization.apply_all(&mut plane);
+        let mut inference = self.infer_plane(&plane)?;
+        inference.crop = crop;
+        Ok(FrameVerdict::Classified(inference))
     }
 }

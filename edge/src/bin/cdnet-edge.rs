@@ -9,7 +9,7 @@ use cdnet_edge::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, re
 use cdnet_edge::sim::Source;
 use cdnet_shared::CropProfile;
 use cdnet_shared::GrayImage;
-use cdnet_shared::runtime::{Inference, Pipeline};
+use cdnet_shared::runtime::{FrameVerdict, Pipeline};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -154,15 +154,15 @@ fn open_display(spec: &str, layout: Layout) -> Result<Box<dyn Display>> {
 }
 
 /// Verifies and loads the bundle and classifies the frame (the given image's first, or a phantom).
-fn classify(args: &FrameArgs) -> Result<(Pipeline, Inference, String, u16, u16, Vec<u8>)> {
+fn classify(args: &FrameArgs) -> Result<(Pipeline, FrameVerdict, String, u16, u16, Vec<u8>)> {
     let source = match &args.image {
         Some(path) => Source::Files(path.clone()),
         None => Source::Phantom { seed: args.seed, size: 256, difficulty: 0.5 },
     };
     let frame = source.frames(1)?.remove(0);
     let image = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels)?;
-    let (pipeline, inference) = self_test(&args.model, &image)?;
-    Ok((pipeline, inference, frame.id, frame.width, frame.height, frame.pixels))
+    let (pipeline, verdict) = self_test(&args.model, &image)?;
+    Ok((pipeline, verdict, frame.id, frame.width, frame.height, frame.pixels))
 }
 
 fn command_run(args: RunArgs) -> Result<()> {
@@ -215,31 +215,45 @@ fn command_run(args: RunArgs) -> Result<()> {
 
 fn command_check(args: CheckArgs) -> Result<()> {
     let start = Instant::now();
-    let (pipeline, inference, id, _, _, _) = classify(&args.frame)?;
+    let (pipeline, verdict, id, _, _, _) = classify(&args.frame)?;
     let card = &pipeline.bundle().card;
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "ok": true,
         "model": card.name,
         "precision": card.precision,
         "frame": id,
-        "class": inference.class,
-        "label": card.labels.names().get(inference.class),
-        "probabilities": inference.probabilities,
-        "uncertain": inference.uncertain,
-        "zoom_box": inference.zoom_box.map(|b| [b.x0, b.y0, b.x1, b.y1]),
-        "seconds": start.elapsed().as_secs_f64(),
     });
+    let answer = match &verdict {
+        FrameVerdict::Classified(inference) => serde_json::json!({
+            "classified": true,
+            "class": inference.class,
+            "label": card.labels.names().get(inference.class),
+            "probabilities": inference.probabilities,
+            "uncertain": inference.uncertain,
+            "zoom_box": inference.zoom_box.map(|b| [b.x0, b.y0, b.x1, b.y1]),
+        }),
+        FrameVerdict::NoEye { refusal, .. } => serde_json::json!({
+            "classified": false,
+            "no_eye": refusal.to_string(),
+            "gate_reason": refusal.code(),
+            "gate_score": refusal.score(),
+        }),
+    };
+    for (key, value) in answer.as_object().into_iter().flatten() {
+        report[key] = value.clone();
+    }
+    report["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 
 fn command_render(args: RenderArgs) -> Result<()> {
     let layout = parse_layout(&args.layout)?;
-    let (pipeline, inference, _, width, height, pixels) = classify(&args.frame)?;
+    let (pipeline, verdict, _, width, height, pixels) = classify(&args.frame)?;
     let card = &pipeline.bundle().card;
     let state = ScreenState {
         link: LinkStatus::Receiving,
-        frame: Some(ShownFrame { seq: 0, width: width as usize, height: height as usize, pixels, inference }),
+        frame: Some(ShownFrame { seq: 0, width: width as usize, height: height as usize, pixels, verdict }),
         ..ScreenState::for_card(card, args.heatmap_opacity)
     };
     let (w, h) = layout.size();

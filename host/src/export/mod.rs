@@ -9,10 +9,11 @@
 //! expressed in its graph). Every export is checked by running the bundle with tract, the edge's
 //! runtime, against burn.
 
+pub mod gate;
 pub mod onnx;
 pub mod quantize;
 
-use crate::data::{self, DataConfig, Sample};
+use crate::data::Sample;
 use crate::model::infer::predict;
 use crate::model::saved::{self, ModelInfo};
 use crate::train::eval::normalised;
@@ -24,6 +25,7 @@ use cdnet_shared::bundle::{
     BACKBONE_ATTENTION, BACKBONE_FEATURE, BACKBONE_INPUT, Bundle, CARD_FORMAT, HEAD_INPUT, HEAD_OUTPUT, ModelCard,
     Precision,
 };
+use cdnet_shared::gate::GateSettings;
 use cdnet_shared::postprocess::top_class;
 use cdnet_shared::runtime::{Pipeline, Threads};
 use onnx::Graph;
@@ -94,22 +96,6 @@ fn head_graph(model_path: &Path, width: usize) -> Result<Graph> {
     graph.append_softmax()?;
     graph.prune_initializers();
     Ok(graph)
-}
-
-/// The evaluation samples for the card: test split, else validation (the model's own crop and
-/// classes).
-fn evaluation_samples(root: &Path, info: &ModelInfo) -> Result<(String, Vec<Sample>)> {
-    let data = data::load(
-        root,
-        &DataConfig {
-            input_size: info.preprocess.input_size,
-            crop: Some(info.preprocess.crop),
-            classes: Some(info.labels.names().to_vec()),
-            ..Default::default()
-        },
-    )?;
-    let (split, samples) = data.eval_split();
-    Ok((split.to_string(), samples.to_vec()))
 }
 
 /// Runs a bundle with tract over samples.
@@ -200,6 +186,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         head: "head.onnx".into(),
         opset: backbone.opset(),
         files: BTreeMap::new(),
+        gate: None,
         metrics: serde_json::Value::Null,
         training: info.training.clone(),
         export: serde_json::json!({
@@ -216,13 +203,25 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         .data
         .clone()
         .or_else(|| info.training["data"]["root"].as_str().map(PathBuf::from).filter(|p| p.is_dir()));
-    let evaluation = match &data_root {
-        Some(root) => Some(evaluation_samples(root, &info)?),
+    let dataset =
+        data_root.as_deref().map(|root| gate::load_for_model(root, &info.preprocess, &info.labels)).transpose()?;
+    let evaluation = match &dataset {
+        Some(data) => {
+            let (split, samples) = data.eval_split();
+            Some((split.to_string(), samples.to_vec()))
+        }
         None => {
             tracing::warn!("no evaluation data (pass --data): the card will carry no metrics");
             None
         }
     };
+    card.gate = Some(match &dataset {
+        Some(data) => gate::calibrate_on(data, &GateSettings::default())?,
+        None => {
+            tracing::warn!("no data to calibrate the frame gate on: calibrated on phantom B-scans (pass --data)");
+            gate::calibrate_on_phantom(&info.preprocess, &GateSettings::default())?
+        }
+    });
 
     // The fp32 bundle (written to the output, or to a scratch folder when exporting int8).
     let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;

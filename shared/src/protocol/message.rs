@@ -27,6 +27,8 @@ pub enum Message<'a> {
     Error(ErrorReport),
     /// Tag 6, edge → probe: a complete frame was not classified because a newer one arrived first.
     Skipped(Skipped),
+    /// Tag 7, edge → probe: a complete frame was not classified because it shows no eye in view.
+    NoEye(NoEye),
 }
 
 /// Pixel encoding of a frame. On the wire it is an enum tag (a varint); a value this side does not
@@ -188,6 +190,18 @@ pub struct Skipped {
     pub seq: u32,
     /// The frame that replaced it.
     pub newer: u32,
+}
+
+/// Edge → probe: frame `seq` was complete and intact, but the frame gate refused it (no eye in
+/// view: too small, blank, saturated, or unlike the training images; docs/protocol.md §2.7).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NoEye {
+    /// The frame that was not classified.
+    pub seq: u32,
+    /// Why: 0 too small, 1 blank, 2 saturated, 3 unlike the training images.
+    pub reason: u8,
+    /// The number behind it: shorter side (px), contrast, saturated fraction or distance.
+    pub score: f32,
 }
 
 /// Error report, optionally tied to a frame.
