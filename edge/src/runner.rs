@@ -16,10 +16,11 @@
 
 use crate::display::Display;
 use crate::link::{LinkHalves, LinkOpener};
-use crate::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, render};
+use crate::screen::{Canvas, ExamLine, Layout, LinkStatus, ScreenState, ShownFrame, render};
 use crate::session_log::{LogRecord, SessionLog, now_ms};
 use anyhow::{Context, Result};
 use cdnet_shared::bundle::Bundle;
+use cdnet_shared::exam::{Exam, ExamEvent};
 use cdnet_shared::heatmap::wire_cells;
 use cdnet_shared::preprocess::input_rect_to_frame;
 use cdnet_shared::protocol::frames::Frame;
@@ -137,6 +138,8 @@ struct Shared {
     writer: Mutex<Option<Box<dyn Write + Send>>>,
     recent: Mutex<VecDeque<Instant>>,
     max_results: Option<u64>,
+    /// Set when a `Hello` is accepted: the inference thread starts a new exam.
+    new_session: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,6 +179,7 @@ pub fn run(
         writer: Mutex::new(None),
         recent: Mutex::new(VecDeque::new()),
         max_results: options.max_results,
+        new_session: AtomicBool::new(false),
     });
     let (outbox, inbox) = channel::<Outgoing>();
     let ready =
@@ -224,8 +228,10 @@ pub fn run(
         })?
     };
 
-    // Inference runs on this thread.
+    // Inference runs on this thread, and the exam: one per probe session (shared::exam).
     let logging_frames = options.log.as_ref().is_some_and(|(_, _, frames)| *frames);
+    let mut exam = Exam::new(card.exam, card.labels.len());
+    let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let pending = {
             let mut slot = lock(&shared.slot);
@@ -261,7 +267,10 @@ pub fn run(
             },
         };
         let _ = outbox.send(reply);
-        lock(&shared.screen).frame = Some(ShownFrame {
+        let exam_line = add_to_exam(&mut exam, &shared, seq, &verdict, started.elapsed().as_millis() as u64);
+        let mut screen = lock(&shared.screen);
+        screen.exam = Some(exam_line);
+        screen.frame = Some(ShownFrame {
             seq,
             width: frame.width as usize,
             height: frame.height as usize,
@@ -421,6 +430,7 @@ fn react(shared: &Shared, outbox: &Sender<Outgoing>, reaction: Reaction) {
     match reaction {
         Reaction::Quiet => {}
         Reaction::Ready(ready) => {
+            shared.new_session.store(true, Ordering::Relaxed);
             reply(Message::Ready(ready));
             set_link(shared, LinkStatus::Receiving);
         }
@@ -522,6 +532,28 @@ fn write_out(shared: &Shared, inbox: Receiver<Outgoing>, log: &mut Option<Sessio
                 stop_when_enough(shared);
             }
         }
+    }
+}
+
+/// Adds a frame's verdict to the exam (a new one after a new `Hello` or a long pause) and returns
+/// the screen's exam line.
+fn add_to_exam(exam: &mut Exam, shared: &Shared, seq: u32, verdict: &FrameVerdict, now_ms: u64) -> ExamLine {
+    if shared.new_session.swap(false, Ordering::Relaxed) {
+        exam.restart();
+    }
+    let event = match verdict {
+        FrameVerdict::Classified(inference) => exam.add_classified(seq, &inference.probabilities, now_ms),
+        FrameVerdict::NoEye { .. } => exam.add_refused(now_ms),
+    };
+    if event == ExamEvent::Restarted {
+        tracing::info!("a new exam starts at frame {seq} (pause longer than {} ms)", exam.rule().gap_ms);
+    }
+    let (frames, refused) = exam.counts();
+    ExamLine {
+        verdict: exam.verdict().map(|v| (v.class, v.confidence, v.conclusive)),
+        frames,
+        refused,
+        min_frames: exam.rule().min_frames,
     }
 }
 

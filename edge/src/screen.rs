@@ -145,6 +145,36 @@ pub struct ShownFrame {
     pub verdict: FrameVerdict,
 }
 
+/// The exam so far, as the screen shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExamLine {
+    /// Verdict class and confidence once there are enough frames; `conclusive` false shows
+    /// "inconclusive".
+    pub verdict: Option<(usize, f32, bool)>,
+    /// Gated frames in the exam.
+    pub frames: usize,
+    /// Frames the gate refused in the exam.
+    pub refused: usize,
+    /// Gated frames needed for a verdict.
+    pub min_frames: usize,
+}
+
+impl ExamLine {
+    /// The exam's line of text, e.g. `EXAM RD 82 % (34 frames)`.
+    pub fn text(&self, short_labels: &[String]) -> String {
+        match self.verdict {
+            Some((class, confidence, true)) => format!(
+                "EXAM {} {:.0} % ({} frames)",
+                short_labels.get(class).map_or("?", String::as_str),
+                100.0 * confidence,
+                self.frames
+            ),
+            Some(_) => format!("EXAM inconclusive ({} frames)", self.frames),
+            None => format!("EXAM collecting {}/{} frames", self.frames, self.min_frames),
+        }
+    }
+}
+
 /// Everything the screen shows.
 #[derive(Debug, Clone)]
 pub struct ScreenState {
@@ -160,6 +190,8 @@ pub struct ScreenState {
     pub link: LinkStatus,
     /// Latest diagnosed frame.
     pub frame: Option<ShownFrame>,
+    /// The exam of the current probe session.
+    pub exam: Option<ExamLine>,
     /// Results per second over the last few seconds.
     pub fps: f32,
     /// Latency of the latest result, last byte in → result out, milliseconds.
@@ -183,6 +215,7 @@ impl ScreenState {
             input_size: card.preprocess.input_size,
             link: LinkStatus::Waiting,
             frame: None,
+            exam: None,
             fps: 0.0,
             latency_ms: 0.0,
             dropped: 0,
@@ -368,6 +401,16 @@ fn draw_status(canvas: &mut Canvas, state: &ScreenState, layout: Layout, x: i32)
         format!("{:.1} fps  {:.0} ms  drop {}  err {}", state.fps, state.latency_ms, state.dropped, state.errors);
     let stats_y = status_y - 14;
     text(canvas, &stats, x, stats_y, small);
+    if let Some(exam) = &state.exam {
+        let colour = if exam.verdict.is_some_and(|(_, _, conclusive)| conclusive) { TEXT } else { AMBER };
+        // Above the stats line, and above the model line where the wide layout puts it there.
+        let (font, above) = match layout {
+            Layout::Wide800x480 => (&FONT_10X20, 14 + 4),
+            Layout::Small320x240 => (&FONT_6X10, 4),
+        };
+        let exam_y = stats_y - above - font.character_size.height as i32;
+        text(canvas, &exam.text(&state.short_labels), x, exam_y, MonoTextStyle::new(font, colour));
+    }
     let model_y = match layout {
         Layout::Wide800x480 => stats_y - 14,
         Layout::Small320x240 => 4,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use cdnet_shared::Rect;
 use cdnet_shared::gate::headline_of_code;
 use cdnet_shared::imageio::{file_kind, read_gray_frames};
-use cdnet_shared::phantom::{PhantomClass, PhantomConfig, image_seed, render};
+use cdnet_shared::phantom::{Difficulty, PhantomClass, PhantomConfig, SweepConfig, image_seed, render, sweep};
 use cdnet_shared::protocol::frames::frame_chunks;
 use cdnet_shared::protocol::{
     ErrorReport, FrameDecoder, Hello, InferenceResult, Message, NoEye, PixelFormat, Ready, Skipped, encode_packet_vec,
@@ -38,9 +38,19 @@ pub enum Source {
         /// Difficulty 0…1.
         difficulty: f32,
     },
+    /// Phantom sweeps (`shared::phantom::sweep`): 24 frames over one eye, 35 % of them
+    /// uninformative (air, lid, globe at the edge), classes in turn, hard difficulty. Stream one
+    /// sweep (`--frames 24`) to see the edge's exam verdict for one eye.
+    Sweeps {
+        /// Base seed.
+        seed: u64,
+    },
     /// Image files (a folder, searched recursively, or one file; DICOM frames are all used).
     Files(PathBuf),
 }
+
+/// Frames per sweep of [`Source::Sweeps`].
+pub const SWEEP_FRAMES: usize = 24;
 
 /// One frame to send: its pixels and where it came from.
 #[derive(Debug, Clone)]
@@ -58,8 +68,13 @@ pub struct SourceFrame {
 }
 
 impl Source {
-    /// Parses `phantom`, `phantom:SEED` or a path.
+    /// Parses `phantom`, `phantom:SEED`, `sweeps`, `sweeps:SEED` or a path.
     pub fn parse(text: &str) -> Source {
+        if let Some(rest) = text.strip_prefix("sweeps")
+            && (rest.is_empty() || rest.starts_with(':'))
+        {
+            return Source::Sweeps { seed: rest.get(1..).and_then(|s| s.parse().ok()).unwrap_or(0) };
+        }
         match text.strip_prefix("phantom") {
             Some("") => Source::Phantom { seed: 0, size: 256, difficulty: 0.5 },
             Some(rest) if rest.starts_with(':') => {
@@ -90,6 +105,7 @@ impl Source {
                     }
                 })
                 .collect()),
+            Source::Sweeps { seed } => Ok(sweep_frames(*seed, count)),
             Source::Files(path) => {
                 let files: Vec<PathBuf> = if path.is_dir() {
                     let mut files: Vec<PathBuf> = walk(path)?.into_iter().filter(|p| file_kind(p).is_some()).collect();
@@ -117,6 +133,33 @@ impl Source {
             }
         }
     }
+}
+
+/// The first `count` frames of consecutive sweeps, classes in turn.
+fn sweep_frames(seed: u64, count: usize) -> Vec<SourceFrame> {
+    let config = SweepConfig {
+        frames: SWEEP_FRAMES,
+        uninformative: 0.35,
+        phantom: PhantomConfig { size: 256, difficulty: Difficulty::Hard.value() },
+    };
+    let mut frames = Vec::with_capacity(count);
+    for eye in 0.. {
+        if frames.len() >= count {
+            break;
+        }
+        let class = PhantomClass::ALL[eye % PhantomClass::ALL.len()];
+        for (i, frame) in sweep(class, seed.wrapping_mul(1_000_003) + eye as u64, &config).into_iter().enumerate() {
+            frames.push(SourceFrame {
+                id: format!("sweep {eye} ({}) frame {i} ({:?})", class.label(), frame.kind),
+                width: frame.size as u16,
+                height: frame.size as u16,
+                pixels: frame.pixels,
+                class: Some(class.index()),
+            });
+        }
+    }
+    frames.truncate(count);
+    frames
 }
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {

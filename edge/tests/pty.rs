@@ -119,11 +119,16 @@ fn bit_errors_are_counted_and_never_answered() {
         assert!(intact.contains(&result.seq), "a result for corrupted frame {}", result.seq);
         assert_eq!(result.class, direct(&pipeline, &frames[result.seq as usize]).0);
     }
-    // Every intact frame is answered, or reported skipped because a newer frame overtook it: the
-    // probe can tell a skipped frame from a lost one.
+    // Every intact frame is answered (a `Result`, or `NoEye` where the frame gate refused one of
+    // these 40-px frames), or reported skipped because a newer frame overtook it: the probe can tell
+    // a skipped frame from a lost one.
     let skipped: Vec<u32> = report.skipped.iter().map(|&(seq, _)| seq).collect();
+    let refused: Vec<u32> = report.no_eye.iter().map(|&(seq, _)| seq).collect();
+    for seq in &refused {
+        assert!(intact.contains(seq), "a NoEye for corrupted frame {seq}");
+    }
     for seq in &intact {
-        let answered = report.results.iter().any(|r| r.seq == *seq);
+        let answered = report.results.iter().any(|r| r.seq == *seq) || refused.contains(seq);
         assert!(answered || skipped.contains(seq), "intact frame {seq} neither answered nor reported skipped");
     }
     assert_eq!(skipped.len() as u64, summary.dropped, "{summary:?}");

@@ -2,7 +2,9 @@
 //! the network put it, the class name and "refer" banner, the link dot; and the PNG display target.
 
 use cdnet_edge::display::{Display, PngDisplay};
-use cdnet_edge::screen::{AMBER, BOX, Canvas, GREEN, Layout, LinkStatus, RED, ScreenState, ShownFrame, TEXT, render};
+use cdnet_edge::screen::{
+    AMBER, BOX, Canvas, ExamLine, GREEN, Layout, LinkStatus, RED, ScreenState, ShownFrame, TEXT, render,
+};
 use cdnet_shared::Rect;
 use cdnet_shared::gate::Refusal;
 use cdnet_shared::heatmap::HeatmapGeometry;
@@ -34,6 +36,7 @@ fn state(class: usize, confidence: f32, uncertain: bool, link: LinkStatus) -> Sc
         attention_side: 4,
         zoom_box: Some(Rect { x0: 24, y0: 24, x1: 72, y1: 72 }),
         crop: Rect::full(256, 256),
+        gate_distance: Some(1.0),
     };
     ScreenState {
         model: "test".into(),
@@ -50,6 +53,7 @@ fn state(class: usize, confidence: f32, uncertain: bool, link: LinkStatus) -> Sc
             pixels: vec![GRAY; 256 * 256],
             verdict: FrameVerdict::Classified(inference),
         }),
+        exam: None,
         fps: 3.0,
         latency_ms: 80.0,
         dropped: 0,
@@ -195,6 +199,25 @@ fn refused_frame_shows_no_eye_and_no_diagnosis() {
         let text = count(&canvas, right, 0..status_top, rgb(TEXT));
         assert_eq!(text, 0, "{layout:?}: {text} pixels of diagnosis text on a refused frame");
     }
+}
+
+#[test]
+fn exam_line_shows_the_verdict_or_that_there_is_none() {
+    let layout = Layout::Wide800x480;
+    let mut with_exam = state(2, 0.9, false, LinkStatus::Receiving);
+    let band = |canvas: &Canvas, colour| count(canvas, 480..800, 380..440, colour);
+    let without = draw(&with_exam, layout);
+    with_exam.exam = Some(ExamLine { verdict: Some((2, 0.82, true)), frames: 34, refused: 5, min_frames: 8 });
+    let conclusive = draw(&with_exam, layout);
+    assert!(band(&conclusive, rgb(TEXT)) > band(&without, rgb(TEXT)) + 100, "no exam verdict drawn");
+    assert_eq!(band(&conclusive, rgb(AMBER)), 0);
+    with_exam.exam = Some(ExamLine { verdict: Some((2, 0.4, false)), frames: 34, refused: 5, min_frames: 8 });
+    let inconclusive = draw(&with_exam, layout);
+    assert!(band(&inconclusive, rgb(AMBER)) > 100, "an inconclusive exam is not flagged");
+    let short: Vec<String> = ["Normal", "IOT", "RD", "PSS", "VH"].map(String::from).to_vec();
+    assert_eq!(with_exam.exam.as_ref().unwrap().text(&short), "EXAM inconclusive (34 frames)");
+    let collecting = ExamLine { verdict: None, frames: 3, refused: 0, min_frames: 8 };
+    assert_eq!(collecting.text(&short), "EXAM collecting 3/8 frames");
 }
 
 #[test]

@@ -51,6 +51,9 @@ pub enum Command {
     /// Calibrate a bundle's frame gate (which frames show an eye at all) on the model's training
     /// data: after a change of scanner, or to give a format-2 bundle its gate.
     Gate(GateArgs),
+    /// Score a bundle's exams on phantom sweeps (frames of one eye with uninformative frames mixed
+    /// in): frame-level against exam-level accuracy, through the device's path.
+    Sweeps(SweepsArgs),
     /// Time the configured training step on a fixed synthetic batch (images/s, loss per step);
     /// `tools/torch_step_bench.py` is the same step in PyTorch.
     BenchStep(BenchStepArgs),
@@ -88,6 +91,32 @@ pub struct BindArgs {
     /// The bundle folder (with model.json).
     #[arg(long)]
     pub bundle: PathBuf,
+}
+
+/// `cdnet sweeps`.
+#[derive(Debug, Args)]
+pub struct SweepsArgs {
+    /// The bundle folder (five ocular classes).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Sweeps per class (and as many of uninformative frames only).
+    #[arg(long, default_value_t = 20)]
+    pub per_class: usize,
+    /// Frames per sweep.
+    #[arg(long, default_value_t = 24)]
+    pub frames: usize,
+    /// Fraction of uninformative frames (air, lid, globe at the edge).
+    #[arg(long, default_value_t = 0.35)]
+    pub uninformative: f32,
+    /// Phantom difficulty: easy, medium, hard, or 0…1.
+    #[arg(long, default_value = "hard", value_parser = parse_difficulty)]
+    pub difficulty: f32,
+    /// Seed of the eyes.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// `cdnet gate`.
@@ -304,6 +333,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => run_export(args),
         Command::Bind(args) => run_bind(args),
         Command::Gate(args) => run_gate(args),
+        Command::Sweeps(args) => run_sweeps(args),
         Command::BenchStep(args) => run_bench_step(args),
     }
 }
@@ -333,6 +363,42 @@ fn run_bench_step(args: BenchStepArgs) -> Result<()> {
         report.images_per_second,
         report.peak_rss_mib,
         losses.join(" ")
+    );
+    Ok(())
+}
+
+fn run_sweeps(args: SweepsArgs) -> Result<()> {
+    use cdnet_shared::phantom::{PhantomConfig, SweepConfig};
+    if args.frames == 0 || args.per_class == 0 || !(0.0..=1.0).contains(&args.uninformative) {
+        bail!("--frames and --per-class must be positive and --uninformative a fraction (0…1)");
+    }
+    let bundle = cdnet_shared::bundle::Bundle::open(&args.model)?;
+    let pipeline = cdnet_shared::runtime::Pipeline::load(bundle, cdnet_shared::runtime::Threads(1))?;
+    let config = SweepConfig {
+        frames: args.frames,
+        uninformative: args.uninformative,
+        phantom: PhantomConfig { size: 256, difficulty: args.difficulty },
+    };
+    let report = crate::sweeps::score_sweeps(&pipeline, args.per_class, args.seed, &config)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "{} sweeps x {} frames ({} uninformative, {} of them classified): frame-level accuracy {:.4} ({}/{} classified frames), exam-level accuracy {:.4} ({}/{} sweeps, {} with a verdict); {} of {} uninformative-only sweeps gave a verdict",
+        report.sweeps,
+        args.frames,
+        report.uninformative,
+        report.uninformative_classified,
+        report.frame_accuracy(),
+        report.frames_correct,
+        report.classified,
+        report.exam_accuracy(),
+        report.verdicts_correct,
+        report.sweeps,
+        report.verdicts,
+        report.empty_sweeps_with_verdict,
+        report.empty_sweeps
     );
     Ok(())
 }

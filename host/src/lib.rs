@@ -6,6 +6,7 @@
 //! * [`export`]: ONNX model bundles (fp32 and int8) with their model card, checked with tract.
 //! * [`model`]: the CDNet network, its loss and its views.
 //! * [`phantom`]: procedural ocular B-scan phantom (labelled data with lesion masks).
+//! * [`sweeps`]: frame-level against exam-level accuracy of a bundle on phantom sweeps.
 //! * [`train`]: training loop, checkpoints, metrics, reports.
 
 pub mod cli;
@@ -13,4 +14,5 @@ pub mod data;
 pub mod export;
 pub mod model;
 pub mod phantom;
+pub mod sweeps;
 pub mod train;

@@ -19,6 +19,7 @@
 //! any edit, corruption or mix-up of bundle files; it is not a signature against someone who
 //! rewrites all of them on purpose.
 
+use crate::exam::ExamRule;
 use crate::gate::FrameGate;
 use crate::labels::LabelSet;
 use crate::{CenterZoomParams, PreprocessConfig};
@@ -99,6 +100,9 @@ pub struct ModelCard {
     /// while reading an older card, which [`ModelCard::check`] then refuses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<FrameGate>,
+    /// How the device turns a sweep's frames into one verdict per eye.
+    #[serde(default)]
+    pub exam: ExamRule,
     /// Every file of the bundle (the card excepted) with its hash.
     pub files: BTreeMap<String, FileCard>,
     /// Evaluation metrics (fp32 and, for int8 bundles, int8).
@@ -211,6 +215,7 @@ impl ModelCard {
             ));
         }
         self.preprocess.crop.validate().map_err(|e| std::format!("preprocess.crop: {e}"))?;
+        self.exam.validate()?;
         match &self.gate {
             Some(gate) => gate.validate()?,
             None => {

@@ -66,13 +66,13 @@ pub fn frame_statistics(plane: &[f32], n: usize) -> FrameStatistics {
     let contrast = (sum_sq / count - mean * mean).max(0.0).sqrt();
     let gradients = gradient_histogram(plane, n, &mut values[INTENSITY_BINS..][..GRADIENT_BINS]);
     let tail = INTENSITY_BINS + GRADIENT_BINS;
-    let count = gradients.count.max(1) as f64;
+    let pairs = gradients.count.max(1) as f64;
     values[tail] = mean as f32;
     values[tail + 1] = contrast as f32;
-    values[tail + 2] = (gradients.sum / count) as f32;
+    values[tail + 2] = (gradients.sum / pairs) as f32;
     // E[dx² + dy²] = 4σ² for pixel-independent noise.
     let variance = contrast * contrast;
-    values[tail + 3] = if variance > 0.0 { (gradients.sum_sq / count / (4.0 * variance)).min(4.0) as f32 } else { 0.0 };
+    values[tail + 3] = if variance > 0.0 { (gradients.sum_sq / pairs / (4.0 * variance)).min(4.0) as f32 } else { 0.0 };
     FrameStatistics { values, contrast: contrast as f32, saturated: (saturated as f64 / count) as f32 }
 }
 

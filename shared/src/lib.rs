@@ -15,6 +15,7 @@
 //! * [`bundle`] (feature `bundle`): the exported model bundle and its card, verified by hash and
 //!   bound to its graphs ([`onnx_metadata`]: the ONNX `metadata_props` stamp), and [`gate`], the
 //!   calibrated frame gate the card carries (which frames show an eye at all).
+//! * [`exam`] (`std`): a sweep's gated frames → one verdict per eye (soft voting, key frame).
 //! * [`runtime`] (feature `runtime`): the two-pass inference path on a bundle, with tract — the
 //!   edge runs it on every frame, the host runs it to check exports.
 //! * [`imageio`] (feature `files`): PNG/JPEG/BMP/DICOM files → 8-bit gray frames, the one
@@ -33,6 +34,8 @@ extern crate std;
 
 #[cfg(feature = "bundle")]
 pub mod bundle;
+#[cfg(feature = "std")]
+pub mod exam;
 #[cfg(feature = "bundle")]
 pub mod gate;
 pub mod geometry;

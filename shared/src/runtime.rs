@@ -64,6 +64,9 @@ pub struct Inference {
     pub zoom_box: Option<Rect>,
     /// The device crop in frame pixels (the full input for [`Pipeline::infer_plane`]).
     pub crop: Rect,
+    /// The frame gate's distance of a frame that passed it ([`Pipeline::classify_image`]); `None`
+    /// from the network-only paths.
+    pub gate_distance: Option<f32>,
 }
 
 /// What the device makes of one frame: a diagnosis, or the frame gate's refusal to give one.
@@ -211,6 +214,7 @@ impl Pipeline {
             attention_side: side,
             zoom_box,
             crop: Rect::full(n, n),
+            gate_distance: None,
         })
     }
 
@@ -234,12 +238,14 @@ impl Pipeline {
         }
         let mut plane = vec![0.0; self.n * self.n];
         let crop = crop_resize_plane(image, &self.bundle.card.preprocess, &mut plane)?;
-        if let Err(refusal) = self.gate.check(&frame_statistics(&plane, self.n)) {
-            return Ok(FrameVerdict::NoEye { refusal, crop });
-        }
+        let distance = match self.gate.check(&frame_statistics(&plane, self.n)) {
+            Ok(distance) => distance,
+            Err(refusal) => return Ok(FrameVerdict::NoEye { refusal, crop }),
+        };
         self.bundle.card.preprocess.normalization.apply_all(&mut plane);
         let mut inference = self.infer_plane(&plane)?;
         inference.crop = crop;
+        inference.gate_distance = Some(distance);
         Ok(FrameVerdict::Classified(inference))
     }
 }

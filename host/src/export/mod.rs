@@ -187,6 +187,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         opset: backbone.opset(),
         files: BTreeMap::new(),
         gate: None,
+        exam: Default::default(),
         metrics: serde_json::Value::Null,
         training: info.training.clone(),
         export: serde_json::json!({

@@ -20,9 +20,11 @@
 //! lesion mask and box too, so heatmap localisation can be scored.
 
 mod render;
+mod sweep;
 mod texture;
 
 pub use render::{PhantomImage, render};
+pub use sweep::{SweepConfig, SweepFrame, SweepFrameKind, sweep};
 
 use crate::{CropProfile, Rect};
 use serde::{Deserialize, Serialize};
