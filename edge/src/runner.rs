@@ -102,6 +102,25 @@ pub struct EdgeSummary {
     pub mean_latency_ms: f64,
     /// Mean time to render and show one screen, milliseconds.
     pub mean_draw_ms: f64,
+    /// The last exam's verdict, once it had enough gated frames.
+    pub exam: Option<ExamReport>,
+}
+
+/// An exam's verdict in the run summary.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ExamReport {
+    /// Verdict class (index into the card's labels).
+    pub class: usize,
+    /// Its mean probability over the exam's gated frames.
+    pub confidence: f32,
+    /// Whether that reaches the card's `exam.min_confidence` ("inconclusive" otherwise).
+    pub conclusive: bool,
+    /// Gated frames it rests on.
+    pub frames: usize,
+    /// Frames the gate refused during the exam.
+    pub refused: usize,
+    /// The frame most confident in the verdict class.
+    pub key_frame: u32,
 }
 
 #[derive(Default)]
@@ -299,6 +318,14 @@ pub fn run(
         } else {
             c.latency_us_total.load(Ordering::Relaxed) as f64 / results as f64 / 1000.0
         },
+        exam: exam.verdict().map(|v| ExamReport {
+            class: v.class,
+            confidence: v.confidence,
+            conclusive: v.conclusive,
+            frames: v.frames,
+            refused: v.refused,
+            key_frame: v.key_frame.seq,
+        }),
         mean_draw_ms: if draws == 0 {
             0.0
         } else {

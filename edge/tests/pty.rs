@@ -272,3 +272,19 @@ fn a_hello_with_impossible_dimensions_is_refused() {
     drop(halves);
     edge_thread.join().expect("edge thread panicked").expect("edge run failed");
 }
+
+/// One phantom sweep over the serial link: every frame answered (`Result` or `NoEye`), and the
+/// edge's exam over the session rests on exactly the classified frames, with the refused ones
+/// counted apart and the key frame one of the classified frames.
+#[test]
+fn a_sweep_over_the_link_becomes_one_exam() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = Source::Sweeps { seed: 3 }.frames(cdnet_edge::sim::SWEEP_FRAMES).unwrap();
+    let (report, summary) = session(dir.path(), options(None), &sim_options(frames.clone()));
+    assert_eq!(report.results.len() + report.no_eye.len(), frames.len(), "errors: {:?}", report.errors);
+    assert!(!report.no_eye.is_empty(), "no frame of the sweep was refused (its air frames are blank)");
+    let exam = summary.exam.expect("no exam verdict after a whole sweep");
+    assert_eq!((exam.frames, exam.refused), (report.results.len(), report.no_eye.len()), "{exam:?}");
+    assert!(report.results.iter().any(|r| r.seq == exam.key_frame), "key frame {} was not classified", exam.key_frame);
+    assert!(exam.class < 5 && (0.0..=1.0).contains(&exam.confidence), "{exam:?}");
+}
