@@ -111,7 +111,7 @@ fn gradient_histogram(plane: &[f32], n: usize, bins: &mut [f32]) -> GradientSums
 /// Why a frame was not classified.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Refusal {
-    /// The frame is smaller than `min_side` on a side.
+    /// The frame, or what the device crop leaves of it, is smaller than `min_side` on a side.
     TooSmall {
         /// Frame width.
         width: usize,
@@ -181,7 +181,10 @@ impl core::fmt::Display for Refusal {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Refusal::TooSmall { width, height, min_side } => {
-                write!(f, "no eye in view: the frame is {width}×{height}, smaller than {min_side} px a side")
+                write!(
+                    f,
+                    "no eye in view: the frame is {width}×{height}, too small (it needs {min_side} px a side after the device crop)"
+                )
             }
             Refusal::Blank { contrast } => {
                 write!(f, "no eye in view: blank frame (contrast {contrast:.3}); is the probe on the eye?")

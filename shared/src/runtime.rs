@@ -5,7 +5,7 @@
 use crate::bundle::Bundle;
 use crate::gate::{FrameGate, Refusal, frame_statistics};
 use crate::postprocess::top_class;
-use crate::preprocess::{PreprocessError, crop_resize_plane, preprocess_plane};
+use crate::preprocess::{MIN_CROP_SIDE, PreprocessError, crop_resize_plane, preprocess_plane};
 use crate::zoom::zoom_view;
 use crate::{GrayImage, Rect};
 use std::string::{String, ToString};
@@ -237,7 +237,15 @@ impl Pipeline {
             return Ok(FrameVerdict::NoEye { refusal, crop: whole });
         }
         let mut plane = vec![0.0; self.n * self.n];
-        let crop = crop_resize_plane(image, &self.bundle.card.preprocess, &mut plane)?;
+        let crop = match crop_resize_plane(image, &self.bundle.card.preprocess, &mut plane) {
+            Ok(crop) => crop,
+            // Too little left after the device crop is a frame too small to show an eye, not a fault.
+            Err(PreprocessError::FrameTooSmall { width, height, .. }) => {
+                let min_side = self.gate.min_side.max(MIN_CROP_SIDE);
+                return Ok(FrameVerdict::NoEye { refusal: Refusal::TooSmall { width, height, min_side }, crop: whole });
+            }
+            Err(other) => return Err(other.into()),
+        };
         let distance = match self.gate.check(&frame_statistics(&plane, self.n)) {
             Ok(distance) => distance,
             Err(refusal) => return Ok(FrameVerdict::NoEye { refusal, crop }),
