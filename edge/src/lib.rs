@@ -2,6 +2,7 @@
 //! tract, and shows the diagnosis and lesion heatmap on the board's screen.
 //!
 //! * [`runner`]: the receive → infer → send/draw pipeline (threads that never block each other).
+//! * [`exam`]: the probe session's exam (screen line, run summary) from `shared::exam`.
 //! * [`link`]: the probe link behind a small trait (serial port, pseudo-terminal).
 //! * [`screen`]: what the screen shows, drawn with embedded-graphics (800×480 and 320×240).
 //! * [`display`]: where it is shown (Linux framebuffer, PNG snapshots, nowhere).
@@ -10,6 +11,7 @@
 //! * [`memory`]: allocator tuning that keeps the load-time peak off the board's RAM.
 
 pub mod display;
+pub mod exam;
 pub mod link;
 pub mod memory;
 pub mod runner;

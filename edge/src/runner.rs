@@ -15,12 +15,13 @@
 //!   panel never holds up the link.
 
 use crate::display::Display;
+use crate::exam::{ExamReport, record_frame};
 use crate::link::{LinkHalves, LinkOpener};
-use crate::screen::{Canvas, ExamLine, Layout, LinkStatus, ScreenState, ShownFrame, render};
+use crate::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, render};
 use crate::session_log::{LogRecord, SessionLog, now_ms};
 use anyhow::{Context, Result};
 use cdnet_shared::bundle::Bundle;
-use cdnet_shared::exam::{Exam, ExamEvent};
+use cdnet_shared::exam::Exam;
 use cdnet_shared::heatmap::wire_cells;
 use cdnet_shared::preprocess::input_rect_to_frame;
 use cdnet_shared::protocol::frames::Frame;
@@ -104,23 +105,6 @@ pub struct EdgeSummary {
     pub mean_draw_ms: f64,
     /// The last exam's verdict, once it had enough gated frames.
     pub exam: Option<ExamReport>,
-}
-
-/// An exam's verdict in the run summary.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ExamReport {
-    /// Verdict class (index into the card's labels).
-    pub class: usize,
-    /// Its mean probability over the exam's gated frames.
-    pub confidence: f32,
-    /// Whether that reaches the card's `exam.min_confidence` ("inconclusive" otherwise).
-    pub conclusive: bool,
-    /// Gated frames it rests on.
-    pub frames: usize,
-    /// Frames the gate refused during the exam.
-    pub refused: usize,
-    /// The frame most confident in the verdict class.
-    pub key_frame: u32,
 }
 
 #[derive(Default)]
@@ -286,7 +270,8 @@ pub fn run(
             },
         };
         let _ = outbox.send(reply);
-        let exam_line = add_to_exam(&mut exam, &shared, seq, &verdict, started.elapsed().as_millis() as u64);
+        let new_session = shared.new_session.swap(false, Ordering::Relaxed);
+        let exam_line = record_frame(&mut exam, new_session, seq, &verdict, started.elapsed().as_millis() as u64);
         let mut screen = lock(&shared.screen);
         screen.exam = Some(exam_line);
         screen.frame = Some(ShownFrame {
@@ -318,14 +303,7 @@ pub fn run(
         } else {
             c.latency_us_total.load(Ordering::Relaxed) as f64 / results as f64 / 1000.0
         },
-        exam: exam.verdict().map(|v| ExamReport {
-            class: v.class,
-            confidence: v.confidence,
-            conclusive: v.conclusive,
-            frames: v.frames,
-            refused: v.refused,
-            key_frame: v.key_frame.seq,
-        }),
+        exam: exam.verdict().map(ExamReport::from),
         mean_draw_ms: if draws == 0 {
             0.0
         } else {
@@ -559,28 +537,6 @@ fn write_out(shared: &Shared, inbox: Receiver<Outgoing>, log: &mut Option<Sessio
                 stop_when_enough(shared);
             }
         }
-    }
-}
-
-/// Adds a frame's verdict to the exam (a new one after a new `Hello` or a long pause) and returns
-/// the screen's exam line.
-fn add_to_exam(exam: &mut Exam, shared: &Shared, seq: u32, verdict: &FrameVerdict, now_ms: u64) -> ExamLine {
-    if shared.new_session.swap(false, Ordering::Relaxed) {
-        exam.restart();
-    }
-    let event = match verdict {
-        FrameVerdict::Classified(inference) => exam.add_classified(seq, &inference.probabilities, now_ms),
-        FrameVerdict::NoEye { .. } => exam.add_refused(now_ms),
-    };
-    if event == ExamEvent::Restarted {
-        tracing::info!("a new exam starts at frame {seq} (pause longer than {} ms)", exam.rule().gap_ms);
-    }
-    let (frames, refused) = exam.counts();
-    ExamLine {
-        verdict: exam.verdict().map(|v| (v.class, v.confidence, v.conclusive)),
-        frames,
-        refused,
-        min_frames: exam.rule().min_frames,
     }
 }
 

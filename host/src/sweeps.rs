@@ -33,6 +33,31 @@ pub struct SweepReport {
     pub empty_sweeps_with_verdict: usize,
 }
 
+impl std::fmt::Display for SweepReport {
+    /// One line: frame-level against exam-level accuracy, and the uninformative-only sweeps.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} sweeps, {} frames ({} uninformative, {} of them classified): frame-level accuracy {:.4} \
+             ({}/{} classified frames), exam-level accuracy {:.4} ({}/{} sweeps, {} with a verdict); \
+             {} of {} uninformative-only sweeps gave a verdict",
+            self.sweeps,
+            self.frames,
+            self.uninformative,
+            self.uninformative_classified,
+            self.frame_accuracy(),
+            self.frames_correct,
+            self.classified,
+            self.exam_accuracy(),
+            self.verdicts_correct,
+            self.sweeps,
+            self.verdicts,
+            self.empty_sweeps_with_verdict,
+            self.empty_sweeps
+        )
+    }
+}
+
 impl SweepReport {
     /// Correct classified frames / classified frames.
     pub fn frame_accuracy(&self) -> f64 {

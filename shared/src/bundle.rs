@@ -399,8 +399,9 @@ impl Bundle {
     }
 }
 
-/// The card of the bundle in `dir`, parsed but not checked.
-fn read_card(dir: &Path) -> Result<(PathBuf, ModelCard), BundleError> {
+/// The card of the bundle in `dir` and its path, parsed but not checked (for tools that upgrade or
+/// recalibrate a card that [`Bundle::open`] would refuse).
+pub fn read_card(dir: &Path) -> Result<(PathBuf, ModelCard), BundleError> {
     let card_path = dir.join(CARD_FILE);
     if !card_path.is_file() {
         return Err(BundleError::NoCard(dir.to_path_buf()));

@@ -18,17 +18,7 @@ fn exams_beat_frames_and_empty_sweeps_give_no_verdict() {
         phantom: PhantomConfig { size: 256, difficulty: Difficulty::Hard.value() },
     };
     let report = score_sweeps(&pipeline, 3, 11, &config).unwrap();
-    eprintln!(
-        "sweeps: frame-level {:.3} ({}/{}), exam-level {:.3} ({}/{}), empty sweeps with a verdict {}/{}",
-        report.frame_accuracy(),
-        report.frames_correct,
-        report.classified,
-        report.exam_accuracy(),
-        report.verdicts_correct,
-        report.sweeps,
-        report.empty_sweeps_with_verdict,
-        report.empty_sweeps
-    );
+    eprintln!("{report}");
     assert_eq!((report.sweeps, report.frames), (15, 15 * 16), "the empty sweeps are counted apart");
     assert!(report.uninformative > 0 && report.classified < report.frames, "{report:?}");
     assert!(report.exam_accuracy() >= report.frame_accuracy(), "{report:?}");

@@ -6,6 +6,7 @@
 use crate::data::{self, DataConfig, Dataset};
 use anyhow::{Context, Result, bail};
 use cdnet_shared::PreprocessConfig;
+use cdnet_shared::bundle::{Bundle, read_card};
 use cdnet_shared::gate::{FrameGate, FrameStatistics, GateSettings, calibrate, frame_statistics};
 use cdnet_shared::labels::LabelSet;
 use std::path::Path;
@@ -60,4 +61,15 @@ pub fn calibrate_on_phantom(preprocess: &PreprocessConfig, settings: &GateSettin
     };
     calibrate(&frames(50_000, 200)?, &frames(60_000, 50)?, ("phantom (no data given)", "phantom"), settings)
         .map_err(anyhow::Error::msg)
+}
+
+/// Calibrates the gate of the bundle in `model` on `data` (the model's training data), writes it
+/// into the card (upgrading a format-2 card), rebinds the graphs and checks that tract loads the
+/// bundle.
+pub fn recalibrate_bundle(model: &Path, data: &Path, settings: &GateSettings) -> Result<FrameGate> {
+    let (_, card) = read_card(model)?;
+    let gate = calibrate_on(&load_for_model(data, &card.preprocess, &card.labels)?, settings)?;
+    let bundle = Bundle::set_gate(model, gate.clone())?;
+    cdnet_shared::runtime::Pipeline::load(bundle, cdnet_shared::runtime::Threads(1))?;
+    Ok(gate)
 }
