@@ -103,13 +103,13 @@ fn main() {
     let card = &pipeline.bundle().card;
     let state = ScreenState {
         link: LinkStatus::Receiving,
-        frame: Some(ShownFrame {
+        frame: Some(Arc::new(ShownFrame {
             seq: 0,
             width: frame.width as usize,
             height: frame.height as usize,
             pixels: frame.pixels.clone(),
             verdict: FrameVerdict::Classified(inference),
-        }),
+        })),
         fps: 10.0,
         latency_ms: 10.0,
         ..ScreenState::for_card(card, 0.5)

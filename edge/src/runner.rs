@@ -15,13 +15,13 @@
 //!   panel never holds up the link.
 
 use crate::display::Display;
-use crate::exam::{ExamReport, record_frame};
+use crate::exam::{ExamReport, ExamTracker, FinishedExam};
 use crate::link::{LinkHalves, LinkOpener};
+use crate::referral::{ExamRecord, SheetContext, write_sheet};
 use crate::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, render};
 use crate::session_log::{LogRecord, SessionLog, now_ms};
 use anyhow::{Context, Result};
 use cdnet_shared::bundle::Bundle;
-use cdnet_shared::exam::Exam;
 use cdnet_shared::heatmap::wire_cells;
 use cdnet_shared::preprocess::input_rect_to_frame;
 use cdnet_shared::protocol::frames::Frame;
@@ -105,6 +105,8 @@ pub struct EdgeSummary {
     pub mean_draw_ms: f64,
     /// The last exam's verdict, once it had enough gated frames.
     pub exam: Option<ExamReport>,
+    /// Exams that ended with a verdict (each has a referral sheet when a session log is kept).
+    pub exams: u64,
 }
 
 #[derive(Default)]
@@ -130,6 +132,7 @@ enum Outgoing {
     Plain(Message<'static>),
     Result { result: InferenceResult, received: Instant, frame: Option<Arc<Frame>> },
     NoEye { reply: NoEye, detail: String },
+    Exam(Box<FinishedExam>),
 }
 
 struct Shared {
@@ -199,11 +202,8 @@ pub fn run(
     };
     let writer = {
         let shared = shared.clone();
-        let model = card.name.clone();
-        let names: Vec<String> = card.labels.names().to_vec();
-        thread::Builder::new()
-            .name("writer".into())
-            .spawn(move || write_out(&shared, inbox, &mut log, &model, &names))?
+        let sheet = sheet_context(&card)?;
+        thread::Builder::new().name("writer".into()).spawn(move || write_out(&shared, inbox, &mut log, &sheet))?
     };
     let drawer = {
         let shared = shared.clone();
@@ -231,19 +231,25 @@ pub fn run(
         })?
     };
 
-    // Inference runs on this thread, and the exam: one per probe session (shared::exam).
+    // Inference runs on this thread, and the exam: one per probe session (crate::exam).
     let logging_frames = options.log.as_ref().is_some_and(|(_, _, frames)| *frames);
-    let mut exam = Exam::new(card.exam, card.labels.len());
+    let mut exams = ExamTracker::new(card.exam, card.labels.len());
+    let mut last_exam: Option<ExamReport> = None;
+    let mut exams_done = 0;
+    let mut finished = |exam: Option<FinishedExam>| {
+        if let Some(exam) = exam {
+            last_exam = Some(ExamReport::from(&exam.verdict));
+            exams_done += 1;
+            let _ = outbox.send(Outgoing::Exam(Box::new(exam)));
+        }
+    };
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let pending = {
-            let mut slot = lock(&shared.slot);
-            while slot.is_none() && !stop.load(Ordering::Relaxed) {
-                slot = shared.wake.wait_timeout(slot, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
-            }
-            slot.take()
+        let Some(Pending { frame, received }) = next_frame(&shared, &stop, &mut || {
+            finished(exams.finish_if_idle(started.elapsed().as_millis() as u64));
+        }) else {
+            break;
         };
-        let Some(Pending { frame, received }) = pending else { break };
         let seq = frame.seq;
         let outcome = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels)
             .map_err(|e| (ErrorCode::BadFrameGeometry, e.to_string()))
@@ -257,31 +263,39 @@ pub fn run(
                 continue;
             }
         };
-        let frame = Arc::new(frame);
         let reply = match &verdict {
             FrameVerdict::Classified(inference) => Outgoing::Result {
                 result: to_message(seq, inference, card.preprocess.input_size),
                 received,
-                frame: logging_frames.then(|| frame.clone()),
+                frame: None,
             },
             FrameVerdict::NoEye { refusal, .. } => Outgoing::NoEye {
                 reply: NoEye { seq, reason: refusal.code(), score: refusal.score() },
                 detail: refusal.to_string(),
             },
         };
-        let _ = outbox.send(reply);
-        let new_session = shared.new_session.swap(false, Ordering::Relaxed);
-        let exam_line = record_frame(&mut exam, new_session, seq, &verdict, started.elapsed().as_millis() as u64);
-        let mut screen = lock(&shared.screen);
-        screen.exam = Some(exam_line);
-        screen.frame = Some(ShownFrame {
+        let shown = Arc::new(ShownFrame {
             seq,
             width: frame.width as usize,
             height: frame.height as usize,
             pixels: frame.pixels.clone(),
             verdict,
         });
+        let reply = match reply {
+            Outgoing::Result { result, received, .. } => {
+                Outgoing::Result { result, received, frame: logging_frames.then(|| Arc::new(frame)) }
+            }
+            other => other,
+        };
+        let _ = outbox.send(reply);
+        let new_session = shared.new_session.swap(false, Ordering::Relaxed);
+        finished(exams.record(new_session, &shown, started.elapsed().as_millis() as u64, now_ms()));
+        let mut screen = lock(&shared.screen);
+        screen.exam = Some(exams.line());
+        screen.key_frame = exams.shown_key_frame();
+        screen.frame = Some(shown);
     }
+    finished(exams.finish());
     stop.store(true, Ordering::Relaxed);
     drop(outbox);
     let _ = receiver.join();
@@ -303,12 +317,44 @@ pub fn run(
         } else {
             c.latency_us_total.load(Ordering::Relaxed) as f64 / results as f64 / 1000.0
         },
-        exam: exam.verdict().map(ExamReport::from),
+        exam: last_exam,
+        exams: exams_done,
         mean_draw_ms: if draws == 0 {
             0.0
         } else {
             c.draw_us_total.load(Ordering::Relaxed) as f64 / draws as f64 / 1000.0
         },
+    })
+}
+
+/// Waits for the next frame (`None` once `stop` is set), calling `idle` every 100 ms while none comes.
+fn next_frame(shared: &Shared, stop: &AtomicBool, idle: &mut dyn FnMut()) -> Option<Pending> {
+    loop {
+        let mut slot = lock(&shared.slot);
+        if let Some(pending) = slot.take() {
+            return Some(pending);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        slot = shared.wake.wait_timeout(slot, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
+        if let Some(pending) = slot.take() {
+            return Some(pending);
+        }
+        drop(slot);
+        idle();
+    }
+}
+
+/// What the referral sheets say about the model, from its card.
+fn sheet_context(card: &cdnet_shared::bundle::ModelCard) -> Result<SheetContext> {
+    Ok(SheetContext {
+        model: card.name.clone(),
+        card_sha256: card.digest().map_err(|e| anyhow::anyhow!("the card's digest: {e}"))?,
+        labels: (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect(),
+        short_labels: card.labels.names().to_vec(),
+        input_size: card.preprocess.input_size,
+        rule: card.exam,
     })
 }
 
@@ -473,7 +519,8 @@ fn send(shared: &Shared, message: &Message<'_>) -> bool {
     }
 }
 
-fn write_out(shared: &Shared, inbox: Receiver<Outgoing>, log: &mut Option<SessionLog>, model: &str, names: &[String]) {
+fn write_out(shared: &Shared, inbox: Receiver<Outgoing>, log: &mut Option<SessionLog>, sheet: &SheetContext) {
+    let (model, names) = (sheet.model.as_str(), &sheet.short_labels);
     let started = Instant::now();
     let mut last_heartbeat = Instant::now();
     loop {
@@ -536,9 +583,32 @@ fn write_out(shared: &Shared, inbox: Receiver<Outgoing>, log: &mut Option<Sessio
                 append_log(log, &record, None);
                 stop_when_enough(shared);
             }
+            Outgoing::Exam(exam) => record_exam(log, &exam, sheet),
         }
     }
 }
+
+/// Writes a finished exam's referral sheet, then its record in the session log (so a record never
+/// names a sheet that is not on disk). Without a session log there is nowhere to keep either.
+fn record_exam(log: &mut Option<SessionLog>, exam: &FinishedExam, sheet: &SheetContext) {
+    let Some(log) = log.as_mut() else { return };
+    let referral = match write_sheet(&log.dir().join(REFERRALS), exam, sheet) {
+        Ok(path) => path.file_name().map(|name| format!("{REFERRALS}/{}", name.to_string_lossy())),
+        Err(e) => {
+            tracing::error!("referral sheet of exam {}: {e:#}", exam.number);
+            None
+        }
+    };
+    if let Some(path) = &referral {
+        tracing::info!("exam {} ended: referral sheet {path}", exam.number);
+    }
+    if let Err(e) = log.append_line(&ExamRecord::new(exam, sheet, referral)) {
+        tracing::error!("session log: {e:#}");
+    }
+}
+
+/// The referral sheets' folder inside the session-log folder.
+pub const REFERRALS: &str = "referrals";
 
 /// The class name a refused frame has in the session log.
 pub const NO_EYE: &str = "no eye in view";

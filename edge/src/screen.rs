@@ -5,6 +5,7 @@
 //! framebuffer, writes as a PNG, or drops. Layouts exist for an 800×480 panel (7" HDMI/DSI) and a
 //! 320×240 SPI TFT.
 
+use crate::exam::KeyFrameShot;
 use cdnet_shared::bundle::ModelCard;
 use cdnet_shared::heatmap::heatmap_picture;
 use cdnet_shared::postprocess::heat_colour;
@@ -18,6 +19,7 @@ use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 use std::convert::Infallible;
+use std::sync::Arc;
 
 /// An RGB frame buffer that embedded-graphics draws into.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +119,15 @@ impl Layout {
             Layout::Small320x240 => (4, 22, 196),
         }
     }
+
+    /// Where the exam's key frame goes, beside the live frame: under the class bars, above the exam
+    /// line. The 320×240 layout has no room for it; its exam line still gives the verdict.
+    pub fn key_frame_panel(self) -> Option<(i32, i32, u32)> {
+        match self {
+            Layout::Wide800x480 => Some((490, 270, 130)),
+            Layout::Small320x240 => None,
+        }
+    }
 }
 
 /// State of the probe link as the screen reports it.
@@ -189,9 +200,11 @@ pub struct ScreenState {
     /// Probe link.
     pub link: LinkStatus,
     /// Latest diagnosed frame.
-    pub frame: Option<ShownFrame>,
+    pub frame: Option<Arc<ShownFrame>>,
     /// The exam of the current probe session.
     pub exam: Option<ExamLine>,
+    /// The exam's key frame (the most confident frame of a conclusive verdict's class).
+    pub key_frame: Option<KeyFrameShot>,
     /// Results per second over the last few seconds.
     pub fps: f32,
     /// Latency of the latest result, last byte in → result out, milliseconds.
@@ -216,6 +229,7 @@ impl ScreenState {
             link: LinkStatus::Waiting,
             frame: None,
             exam: None,
+            key_frame: None,
             fps: 0.0,
             latency_ms: 0.0,
             dropped: 0,
@@ -239,7 +253,7 @@ pub const RED: Rgb888 = Rgb888::new(230, 60, 50);
 pub const BOX: Rgb888 = Rgb888::new(255, 230, 40);
 const BAR: Rgb888 = Rgb888::new(70, 140, 230);
 
-fn text(canvas: &mut Canvas, s: &str, x: i32, y: i32, style: MonoTextStyle<'_, Rgb888>) {
+pub(crate) fn text(canvas: &mut Canvas, s: &str, x: i32, y: i32, style: MonoTextStyle<'_, Rgb888>) {
     // Drawing into a canvas cannot fail (Infallible).
     let _ = Text::with_baseline(s, Point::new(x, y), style, Baseline::Top).draw(canvas);
 }
@@ -251,14 +265,21 @@ fn fits(s: &str, font: &MonoFont<'_>, width: i32) -> bool {
     glyphs * advance <= width
 }
 
-fn fill(canvas: &mut Canvas, x: i32, y: i32, w: u32, h: u32, c: Rgb888) {
+pub(crate) fn fill(canvas: &mut Canvas, x: i32, y: i32, w: u32, h: u32, c: Rgb888) {
     let _ = Rectangle::new(Point::new(x, y), Size::new(w, h)).into_styled(PrimitiveStyle::with_fill(c)).draw(canvas);
 }
 
-/// Draws the B-scan (the device-crop area the network saw) and, for a classified frame, the
-/// heatmap and the zoom box; a refused frame is drawn plain, so the operator can find the eye.
-fn draw_frame(canvas: &mut Canvas, frame: &ShownFrame, state: &ScreenState, layout: Layout) {
-    let (px, py, side) = layout.image_panel();
+/// Draws the B-scan (the device-crop area the network saw) into the square `panel` and, for a
+/// classified frame, the heatmap (at `opacity` where it peaks) and the zoom box; a refused frame is
+/// drawn plain, so the operator can find the eye. `input_size` is the network's input side.
+pub(crate) fn draw_scan(
+    canvas: &mut Canvas,
+    frame: &ShownFrame,
+    panel: (i32, i32, u32),
+    input_size: usize,
+    opacity: f32,
+) {
+    let (px, py, side) = panel;
     let side = side as usize;
     let crop = match &frame.verdict {
         FrameVerdict::Classified(inference) => inference.crop,
@@ -274,20 +295,20 @@ fn draw_frame(canvas: &mut Canvas, frame: &ShownFrame, state: &ScreenState, layo
         }
         return;
     };
-    let heat = heatmap_picture(&inference.attention, inference.attention_side, state.input_size, side, side);
+    let heat = heatmap_picture(&inference.attention, inference.attention_side, input_size, side, side);
     for y in 0..side {
         for x in 0..side {
             let g = gray[y * side + x].clamp(0.0, 255.0);
             let h = heat[y * side + x];
             let colour = heat_colour(h);
             // Opacity follows the attention, so quiet regions stay readable.
-            let alpha = state.heatmap_opacity * h as f32 / 255.0;
+            let alpha = opacity * h as f32 / 255.0;
             let blend = |c: u8| (g * (1.0 - alpha) + c as f32 * alpha) as u8;
             canvas.put(px + x as i32, py + y as i32, [blend(colour[0]), blend(colour[1]), blend(colour[2])]);
         }
     }
     if let Some(b) = inference.zoom_box {
-        let scale = side as f32 / state.input_size as f32;
+        let scale = side as f32 / input_size as f32;
         let (x0, y0) = (px + (b.x0 as f32 * scale) as i32, py + (b.y0 as f32 * scale) as i32);
         let (w, h) = ((b.width() as f32 * scale) as u32, (b.height() as f32 * scale) as u32);
         let _ = Rectangle::new(Point::new(x0, y0), Size::new(w.max(1), h.max(1)))
@@ -324,7 +345,7 @@ pub fn render(canvas: &mut Canvas, state: &ScreenState, layout: Layout) {
             text(canvas, msg, px + 10, py + side as i32 / 2 - 10, MonoTextStyle::new(mid_font, AMBER));
         }
         Some(frame) => {
-            draw_frame(canvas, frame, state, layout);
+            draw_scan(canvas, frame, layout.image_panel(), state.input_size, state.heatmap_opacity);
             let inference = match &frame.verdict {
                 FrameVerdict::Classified(inference) => inference,
                 FrameVerdict::NoEye { refusal, .. } => {
@@ -385,8 +406,24 @@ pub fn render(canvas: &mut Canvas, state: &ScreenState, layout: Layout) {
     draw_status(canvas, state, layout, x);
 }
 
-/// The status lines: link, rate, latency, counters, model.
+/// The exam's key frame with its heatmap, and what it is: class, probability, frame number.
+fn draw_key_frame(canvas: &mut Canvas, state: &ScreenState, layout: Layout) {
+    let (Some(shot), Some(panel)) = (&state.key_frame, layout.key_frame_panel()) else { return };
+    let (x, y, side) = panel;
+    fill(canvas, x - 1, y - 1, side + 2, side + 2, Rgb888::new(45, 48, 58));
+    draw_scan(canvas, &shot.frame, panel, state.input_size, state.heatmap_opacity);
+    let caption_x = x + side as i32 + 10;
+    let label = MonoTextStyle::new(&FONT_6X10, DIM);
+    let value = MonoTextStyle::new(&FONT_10X20, TEXT);
+    text(canvas, "KEY FRAME", caption_x, y, label);
+    let class = state.short_labels.get(shot.class).map_or("?", String::as_str);
+    text(canvas, &format!("{class} {:.0} %", 100.0 * shot.probability), caption_x, y + 14, value);
+    text(canvas, &format!("frame {}", shot.frame.seq), caption_x, y + 38, label);
+}
+
+/// The status lines: link, rate, latency, counters, model; and the exam's key frame.
 fn draw_status(canvas: &mut Canvas, state: &ScreenState, layout: Layout, x: i32) {
+    draw_key_frame(canvas, state, layout);
     let (px, _, _) = layout.image_panel();
     let small = MonoTextStyle::new(&FONT_6X10, DIM);
     let status_y = canvas.height as i32 - 16;

@@ -79,8 +79,13 @@ impl SessionLog {
         Ok(SessionLog { dir: dir.to_path_buf(), file, bytes, max_bytes: max_bytes.max(1024), frames })
     }
 
-    /// Appends a record durably; rotates first if the file is full.
-    pub fn append(&mut self, record: &LogRecord<'_>, frame: Option<(&[u8], u32, u32)>) -> Result<()> {
+    /// The log's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends any record (one JSON line) durably; rotates first if the file is full.
+    pub fn append_line(&mut self, record: &impl Serialize) -> Result<()> {
         let mut line = serde_json::to_vec(record)?;
         line.push(b'\n');
         if self.bytes > 0 && self.bytes + line.len() as u64 > self.max_bytes {
@@ -89,6 +94,12 @@ impl SessionLog {
         self.file.write_all(&line).context("cannot write the session log")?;
         self.file.sync_data().context("cannot flush the session log to disk")?;
         self.bytes += line.len() as u64;
+        Ok(())
+    }
+
+    /// Appends a frame's record durably (and its picture, if frames are kept).
+    pub fn append(&mut self, record: &LogRecord<'_>, frame: Option<(&[u8], u32, u32)>) -> Result<()> {
+        self.append_line(record)?;
         if let (true, Some((pixels, w, h))) = (self.frames, frame) {
             let path = self.dir.join("frames").join(format!("{:06}-{}.png", record.seq, record.time_ms));
             image::save_buffer(&path, pixels, w, h, image::ExtendedColorType::L8)

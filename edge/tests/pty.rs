@@ -95,9 +95,13 @@ fn every_frame_answered_with_the_tract_result_and_logged() {
     // One durable JSON line per result.
     let log = std::fs::read_to_string(dir.path().join("log/session.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 10);
-    assert_eq!(lines[3]["seq"], 3);
-    assert_eq!(lines[3]["model"], "demo-phantom");
+    let (exams, results): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l["kind"] == "exam");
+    assert_eq!(results.len(), 10);
+    assert_eq!(results[3]["seq"], 3);
+    assert_eq!(results[3]["model"], "demo-phantom");
+    // Ten frames of different eyes are still one probe session: one exam, ended with the run.
+    assert_eq!(exams.len(), 1, "{exams:?}");
+    assert_eq!(exams[0]["frames"], 10);
 }
 
 #[test]
@@ -280,11 +284,28 @@ fn a_hello_with_impossible_dimensions_is_refused() {
 fn a_sweep_over_the_link_becomes_one_exam() {
     let dir = tempfile::tempdir().unwrap();
     let frames = Source::Sweeps { seed: 3 }.frames(cdnet_edge::sim::SWEEP_FRAMES).unwrap();
-    let (report, summary) = session(dir.path(), options(None), &sim_options(frames.clone()));
+    let log = dir.path().join("log");
+    let (report, summary) = session(dir.path(), options(Some(log.clone())), &sim_options(frames.clone()));
     assert_eq!(report.results.len() + report.no_eye.len(), frames.len(), "errors: {:?}", report.errors);
     assert!(!report.no_eye.is_empty(), "no frame of the sweep was refused (its air frames are blank)");
     let exam = summary.exam.expect("no exam verdict after a whole sweep");
     assert_eq!((exam.frames, exam.refused), (report.results.len(), report.no_eye.len()), "{exam:?}");
     assert!(report.results.iter().any(|r| r.seq == exam.key_frame), "key frame {} was not classified", exam.key_frame);
     assert!(exam.class < 5 && (0.0..=1.0).contains(&exam.confidence), "{exam:?}");
+    // The end of the run ended the exam: one record in the session log, naming its referral sheet.
+    assert_eq!(summary.exams, 1);
+    let text = std::fs::read_to_string(log.join("session.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), frames.len() + 1, "one line per frame and one for the exam");
+    let record = lines.last().unwrap();
+    assert_eq!(record["kind"], "exam");
+    assert_eq!(
+        (record["frames"].as_u64(), record["refused"].as_u64()),
+        (Some(exam.frames as u64), Some(exam.refused as u64))
+    );
+    assert_eq!(record["key_frames"][0]["seq"], exam.key_frame);
+    assert_eq!(record["card_sha256"].as_str(), Bundle::open(&bundle()).unwrap().card.digest().ok().as_deref());
+    let sheet = log.join(record["referral"].as_str().expect("no referral sheet named"));
+    let png = image::open(&sheet).unwrap_or_else(|e| panic!("{}: {e}", sheet.display())).to_rgb8();
+    assert_eq!((png.width(), png.height()), cdnet_edge::referral::SHEET_SIZE);
 }

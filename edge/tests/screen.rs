@@ -2,6 +2,7 @@
 //! the network put it, the class name and "refer" banner, the link dot; and the PNG display target.
 
 use cdnet_edge::display::{Display, PngDisplay};
+use cdnet_edge::exam::KeyFrameShot;
 use cdnet_edge::screen::{
     AMBER, BOX, Canvas, ExamLine, GREEN, Layout, LinkStatus, RED, ScreenState, ShownFrame, TEXT, render,
 };
@@ -11,6 +12,7 @@ use cdnet_shared::heatmap::HeatmapGeometry;
 use cdnet_shared::postprocess::heat_colour;
 use cdnet_shared::runtime::{FrameVerdict, Inference};
 use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
+use std::sync::Arc;
 use std::time::Duration;
 
 const GRAY: u8 = 100;
@@ -46,14 +48,15 @@ fn state(class: usize, confidence: f32, uncertain: bool, link: LinkStatus) -> Sc
         short_labels: ["Normal", "IOT", "RD", "PSS", "VH"].map(String::from).to_vec(),
         input_size: INPUT,
         link,
-        frame: Some(ShownFrame {
+        frame: Some(Arc::new(ShownFrame {
             seq: 1,
             width: 256,
             height: 256,
             pixels: vec![GRAY; 256 * 256],
             verdict: FrameVerdict::Classified(inference),
-        }),
+        })),
         exam: None,
+        key_frame: None,
         fps: 3.0,
         latency_ms: 80.0,
         dropped: 0,
@@ -183,7 +186,7 @@ fn refused_frame_shows_no_eye_and_no_diagnosis() {
         let mut refused = state(2, 0.99, false, LinkStatus::Receiving);
         if let Some(frame) = refused.frame.as_mut() {
             let refusal = Refusal::Unfamiliar { distance: 9.0, threshold: 4.3 };
-            frame.verdict = FrameVerdict::NoEye { refusal, crop: Rect::full(256, 256) };
+            Arc::make_mut(frame).verdict = FrameVerdict::NoEye { refusal, crop: Rect::full(256, 256) };
         }
         let canvas = draw(&refused, layout);
         let (px, py, side) = layout.image_panel();
@@ -218,6 +221,41 @@ fn exam_line_shows_the_verdict_or_that_there_is_none() {
     assert_eq!(with_exam.exam.as_ref().unwrap().text(&short), "EXAM inconclusive (34 frames)");
     let collecting = ExamLine { verdict: None, frames: 3, refused: 0, min_frames: 8 };
     assert_eq!(collecting.text(&short), "EXAM collecting 3/8 frames");
+}
+
+#[test]
+fn the_key_frame_is_drawn_beside_the_live_frame_with_its_heatmap() {
+    let layout = Layout::Wide800x480;
+    let mut screen = state(2, 0.9, false, LinkStatus::Receiving);
+    let without = draw(&screen, layout);
+    let key = state(2, 0.97, false, LinkStatus::Receiving).frame.unwrap();
+    screen.key_frame = Some(KeyFrameShot { class: 2, probability: 0.97, frame: key });
+    let with = draw(&screen, layout);
+    let (x, y, side) = layout.key_frame_panel().expect("the wide layout has a key-frame panel");
+    let (x, y, side) = (x as f32, y as f32, side as f32);
+    // Its heatmap peaks where the key frame's attention does (top-right cell), as on the live panel.
+    let geometry = HeatmapGeometry::new(4, INPUT).unwrap();
+    let at = |cx: f32, cy: f32| with.pixel((x + side * cx) as u32, (y + side * cy) as u32);
+    let peak = at(geometry.cell_centre(3) / INPUT as f32, geometry.cell_centre(0) / INPUT as f32);
+    let expected = heat_colour(255).map(|c| (GRAY as f32 * (1.0 - OPACITY) + c as f32 * OPACITY) as u8);
+    assert!(close(peak, expected, 8), "key-frame peak pixel {peak:?}, expected about {expected:?}");
+    assert_eq!(at(0.5 / 4.0, 3.5 / 4.0), [GRAY; 3], "the key frame is not drawn plain away from its peak");
+    // Its caption ("KEY FRAME", "RD 97 %", the frame number) right of it.
+    let caption = (x + side) as u32 + 4..800;
+    let (y0, y1) = (y as u32, (y + 60.0) as u32);
+    let text = |canvas: &Canvas| count(canvas, caption.clone(), y0..y1, rgb(TEXT));
+    assert!(text(&with) > text(&without) + 80, "no key-frame caption drawn");
+    // The live frame is untouched by it.
+    let (px, py, live) = layout.image_panel();
+    for probe in [(px + 5, py + 5), (px + live as i32 / 2, py + live as i32 / 2)] {
+        assert_eq!(with.pixel(probe.0 as u32, probe.1 as u32), without.pixel(probe.0 as u32, probe.1 as u32));
+    }
+    // The 320×240 layout has no room: nothing changes there.
+    assert_eq!(Layout::Small320x240.key_frame_panel(), None);
+    let mut small = state(2, 0.9, false, LinkStatus::Receiving);
+    let plain = draw(&small, Layout::Small320x240);
+    small.key_frame = screen.key_frame.clone();
+    assert_eq!(draw(&small, Layout::Small320x240).rgb(), plain.rgb());
 }
 
 #[test]

@@ -124,7 +124,7 @@ impl Exam {
     }
 
     fn tick(&mut self, now_ms: u64) -> ExamEvent {
-        let gap = self.last_ms.is_some_and(|last| now_ms.saturating_sub(last) > self.rule.gap_ms);
+        let gap = self.ends_at(now_ms);
         if gap {
             self.restart();
         }
@@ -177,6 +177,18 @@ impl Exam {
             key_frame: self.best[class]?,
             evidence,
         })
+    }
+
+    /// Whether a frame at `now_ms` would start a new exam: the pause since the last frame is longer
+    /// than the rule's gap. The caller can then close this exam (write its record) first, and an
+    /// idle device can close it without waiting for the next frame.
+    pub fn ends_at(&self, now_ms: u64) -> bool {
+        self.last_ms.is_some_and(|last| now_ms.saturating_sub(last) > self.rule.gap_ms)
+    }
+
+    /// The frame most confident in `class` so far.
+    pub fn key_frame(&self, class: usize) -> Option<KeyFrame> {
+        self.best.get(class).copied().flatten()
     }
 
     /// Gated and refused frames so far.
@@ -235,6 +247,8 @@ mod tests {
             assert_eq!(exam.add_classified(seq, &[0.9, 0.1], seq as u64 * 100), ExamEvent::Continued);
         }
         assert_eq!(exam.verdict().unwrap().class, 0);
+        assert_eq!(exam.key_frame(0), Some(KeyFrame { seq: 0, probability: 0.9 }));
+        assert!(!exam.ends_at(1_200) && exam.ends_at(1_201), "the gap is 1000 ms after the frame at 200");
         assert_eq!(exam.add_classified(10, &[0.2, 0.8], 5_000), ExamEvent::Restarted);
         assert_eq!(exam.counts(), (1, 0));
         assert_eq!(exam.verdict(), None);

@@ -253,7 +253,7 @@ fn command_render(args: RenderArgs) -> Result<()> {
     let card = &pipeline.bundle().card;
     let state = ScreenState {
         link: LinkStatus::Receiving,
-        frame: Some(ShownFrame { seq: 0, width: width as usize, height: height as usize, pixels, verdict }),
+        frame: Some(Arc::new(ShownFrame { seq: 0, width: width as usize, height: height as usize, pixels, verdict })),
         ..ScreenState::for_card(card, args.heatmap_opacity)
     };
     let (w, h) = layout.size();
