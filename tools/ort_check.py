@@ -5,7 +5,8 @@ usage: ort_check.py BUNDLE CASES.json OUT.json
 CASES.json: {"n": N, "cases": [{"global": [N*N floats], "zoom": [N*N floats] or null}, ...]}
   "global" is the normalised network input plane; "zoom" the centre-zoom view the Rust pipeline
   cut from it (the crop runs in the shared crate, not in the graph).
-OUT.json:   {"cases": [{"probabilities": [...], "attention": [...], "attention_side": S}, ...]}
+OUT.json:   {"cases": [{"probabilities": [...], "heatmap": [...], "heatmap_side": S}, ...]}
+  "heatmap" is the backbone graph's second output (the stride-16 heatmap; AttS in older bundles).
 """
 import json
 import sys
@@ -26,12 +27,12 @@ def main() -> None:
 
     def backbone_pass(plane):
         x = np.asarray(plane, dtype=np.float32).reshape(1, 1, n, n).repeat(3, axis=1)
-        feature, attention = backbone.run(None, {backbone.get_inputs()[0].name: x})
-        return feature.reshape(-1), attention.reshape(-1)
+        feature, heatmap = backbone.run(None, {backbone.get_inputs()[0].name: x})
+        return feature.reshape(-1), heatmap.reshape(-1)
 
     out = []
     for case in spec["cases"]:
-        feature, attention = backbone_pass(case["global"])
+        feature, heatmap = backbone_pass(case["global"])
         if case.get("zoom") is not None:
             local, _ = backbone_pass(case["zoom"])
             feature = np.concatenate([feature, local])
@@ -39,8 +40,8 @@ def main() -> None:
         out.append(
             {
                 "probabilities": probabilities.reshape(-1).tolist(),
-                "attention": attention.tolist(),
-                "attention_side": int(round(len(attention) ** 0.5)),
+                "heatmap": heatmap.tolist(),
+                "heatmap_side": int(round(len(heatmap) ** 0.5)),
             }
         )
     json.dump({"runtime": f"onnxruntime {ort.__version__}", "cases": out}, open(out_path, "w"))

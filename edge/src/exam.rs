@@ -181,6 +181,8 @@ mod tests {
             uncertain: false,
             attention: vec![0.0; 4],
             attention_side: 2,
+            heatmap: vec![0.0; 4],
+            heatmap_side: 2,
             zoom_box: None,
             crop: Rect { x0: 0, y0: 0, x1: 4, y1: 4 },
             gate_distance: Some(1.0),

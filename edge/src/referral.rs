@@ -2,8 +2,9 @@
 //!
 //! When an exam ends with a verdict (`crate::exam`), the edge writes `referrals/exam-<UTC time>-<n>.png`
 //! in the session-log folder — an A4 page at 100 dpi with the verdict (or "inconclusive"), the
-//! per-class evidence, the key frames with their heatmaps, the exam's times, the model and the
-//! digest of its card — and then one `"kind": "exam"` line in the session log naming that file.
+//! per-class evidence, the key frames with their heatmaps (the verdict class's, and those of up to
+//! two more classes with real evidence), the exam's times, the model and the digest of its card —
+//! and then one `"kind": "exam"` line in the session log naming that file.
 //! The page is written to a temporary file, flushed, renamed and its folder flushed, so after a
 //! power cut a sheet is either whole or absent, and a log record never names a missing sheet.
 
@@ -36,6 +37,10 @@ const TRACK: Rgb888 = Rgb888::new(228, 230, 236);
 const MARGIN: i32 = 40;
 /// Key frames on a sheet (the most evident classes').
 pub const SHEET_KEY_FRAMES: usize = 3;
+/// A class other than the verdict's shows its key frame on the sheet only with at least this much
+/// evidence: the most confident frame of a class the exam all but ruled out is usually a poor frame
+/// (the lid, the globe's edge), and printed under that class's name it would mislead.
+pub const SHEET_MIN_EVIDENCE: f32 = 0.1;
 
 /// What the sheet says about the model and how an exam is decided, from the card.
 #[derive(Debug, Clone)]
@@ -218,7 +223,7 @@ fn draw_evidence(canvas: &mut Canvas, exam: &FinishedExam, context: &SheetContex
     let body = MonoTextStyle::new(&FONT_10X20, INK);
     text(canvas, "Evidence per class (mean probability)", MARGIN, y, body);
     y += 30;
-    let name_width = 10 * 24;
+    let name_width = 10 * 29;
     let bar_x = MARGIN + name_width;
     let bar_w = SHEET_SIZE.0 as i32 - MARGIN - bar_x - 70;
     for (class, p) in exam.verdict.evidence.iter().enumerate() {
@@ -240,7 +245,9 @@ fn draw_key_frames(canvas: &mut Canvas, exam: &FinishedExam, context: &SheetCont
     let side = 240u32;
     let gap = (SHEET_SIZE.0 as i32 - 2 * MARGIN - SHEET_KEY_FRAMES as i32 * side as i32) / 2;
     let top = y + 30;
-    for (i, shot) in exam.key_frames.iter().take(SHEET_KEY_FRAMES).enumerate() {
+    let v = &exam.verdict;
+    let shown = exam.key_frames.iter().filter(|k| k.class == v.class || v.evidence[k.class] >= SHEET_MIN_EVIDENCE);
+    for (i, shot) in shown.take(SHEET_KEY_FRAMES).enumerate() {
         let x = MARGIN + i as i32 * (side as i32 + gap);
         fill(canvas, x - 1, top - 1, side + 2, side + 2, GREY);
         draw_scan(canvas, &shot.frame, (x, top, side), context.input_size, 0.55);

@@ -364,7 +364,7 @@ const MAX_HEATMAP_SIDE: usize = 16;
 /// The protocol message for an inference: the zoom box mapped back onto the frame, the attention
 /// as heatmap bytes (at most 16 × 16).
 pub fn to_message(seq: u32, inference: &Inference, input_size: usize) -> InferenceResult {
-    let (cells, heat) = wire_cells(&inference.attention, inference.attention_side, MAX_HEATMAP_SIDE);
+    let (cells, heat) = wire_cells(&inference.heatmap, inference.heatmap_side, MAX_HEATMAP_SIDE);
     let zoom_box =
         inference.zoom_box.map(|b| input_rect_to_frame(b, inference.crop, input_size)).unwrap_or(inference.crop);
     let clamp = |v: usize| v.min(u16::MAX as usize) as u16;

@@ -295,7 +295,7 @@ pub(crate) fn draw_scan(
         }
         return;
     };
-    let heat = heatmap_picture(&inference.attention, inference.attention_side, input_size, side, side);
+    let heat = heatmap_picture(&inference.heatmap, inference.heatmap_side, input_size, side, side);
     for y in 0..side {
         for x in 0..side {
             let g = gray[y * side + x].clamp(0.0, 255.0);

@@ -280,8 +280,8 @@ fn run_train(args: TrainArgs, quiet: bool) -> Result<()> {
         m.macro_f1,
         m.macro_auc.map_or("n/a".into(), |a| format!("{a:.4}")),
         m.pointing_game.map_or(String::new(), |p| format!(
-            ", pointing game {:.4} ({}/{}), cell level {:.4}",
-            p.score, p.hits, p.total, p.cell_score
+            ", pointing game {:.4} ({}/{}), cell level {:.4}, centre baseline {:.4}",
+            p.score, p.hits, p.total, p.cell_score, p.centre_score
         )),
         outcome.seconds / 60.0,
         outcome.images_per_second

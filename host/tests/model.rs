@@ -53,6 +53,16 @@ fn b3_shapes_at_224_follow_the_port_checklist() {
     assert_eq!(out.feature.dims(), [2, 2048]);
     assert_eq!(out.attention.as_ref().unwrap().dims(), [2, 32, 7, 7]);
     assert_eq!(out.attention_mean().unwrap().dims(), [2, 1, 7, 7]);
+    // The stride-16 heatmap is the same attention at twice the resolution: its 2 × 2 block means
+    // are AttS (what the device computes from it for the zoom box).
+    assert_eq!(out.heatmap.as_ref().unwrap().dims(), [2, 1, 14, 14]);
+    let heatmaps = rows(&to_vec(out.heatmap.clone().unwrap()), 2);
+    let atts = rows(&to_vec(out.attention_mean().unwrap()), 2);
+    for (heatmap, att) in heatmaps.iter().zip(&atts) {
+        let pooled = cdnet_shared::heatmap::block_mean(heatmap, 14);
+        let diff = pooled.iter().zip(att).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff < 1e-5 * att.iter().fold(1.0f32, |m, v| m.max(v.abs())), "block means differ from AttS by {diff}");
+    }
     let z = model.project(out.feature.clone());
     assert_eq!(z.dims(), [2, 128]);
     let norms = to_vec(z.powi_scalar(2).sum_dim(1).sqrt());

@@ -41,8 +41,8 @@ pub const CARD_DIGEST_KEY: &str = "cdnet.card_sha256";
 pub const BACKBONE_INPUT: &str = "image";
 /// Feature output of the backbone graph.
 pub const BACKBONE_FEATURE: &str = "feature";
-/// Attention (AttS) output of the backbone graph.
-pub const BACKBONE_ATTENTION: &str = "attention";
+/// Heatmap output of the backbone graph (stride 16; named "attention" and AttS in older bundles).
+pub const BACKBONE_HEATMAP: &str = "heatmap";
 /// Input of the head graph.
 pub const HEAD_INPUT: &str = "features";
 /// Output of the head graph.
@@ -88,6 +88,11 @@ pub struct ModelCard {
     pub refer_threshold: f32,
     /// Side of the attention map (`input_size / 32`).
     pub attention_side: usize,
+    /// Side of the heatmap the backbone graph outputs: `2 · attention_side`, the stride-16 map whose
+    /// 2 × 2 block means are AttS. Absent in bundles exported before it existed, whose graph outputs
+    /// AttS itself (then the heatmap is AttS). See [`ModelCard::heatmap_side`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heatmap_side: Option<usize>,
     /// Width of the backbone's feature output.
     pub feature_dim: usize,
     /// The backbone graph file.
@@ -242,6 +247,11 @@ impl ModelCard {
         Ok(())
     }
 
+    /// Side of the backbone graph's heatmap output (AttS's side for bundles without `heatmap_side`).
+    pub fn heatmap_side(&self) -> usize {
+        self.heatmap_side.unwrap_or(self.attention_side)
+    }
+
     /// Input size, attention side and feature width agree with each other.
     fn check_geometry(&self) -> Result<(), String> {
         let n = self.preprocess.input_size;
@@ -253,6 +263,13 @@ impl ModelCard {
                 "attention_side = {} must be preprocess.input_size / 32 = {}",
                 self.attention_side,
                 n / 32
+            ));
+        }
+        if self.heatmap_side.is_some_and(|h| h != 2 * self.attention_side) {
+            return Err(std::format!(
+                "heatmap_side = {} must be 2 · attention_side = {} (or absent: the heatmap is AttS)",
+                self.heatmap_side.unwrap_or(0),
+                2 * self.attention_side
             ));
         }
         if self.feature_dim == 0 || self.feature_dim > 1 << 16 {

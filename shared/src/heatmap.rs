@@ -208,9 +208,34 @@ pub fn wire_cells(map: &[f32], side: usize, max_side: usize) -> (usize, Vec<u8>)
     (cells, bytes)
 }
 
+/// The means of the 2 × 2 blocks of a `side × side` map (`side` even): AttS from the stride-16
+/// heatmap, exactly as the network forms it (the texture branch is 2 × 2 average-pooled, the
+/// semantic branch is constant over each block). An odd side has no such blocks: empty.
+#[cfg(feature = "alloc")]
+pub fn block_mean(map: &[f32], side: usize) -> Vec<f32> {
+    if !side.is_multiple_of(2) || map.len() != side * side {
+        return Vec::new();
+    }
+    let half = side / 2;
+    let at = |r: usize, c: usize| map[r * side + c];
+    (0..half * half)
+        .map(|i| {
+            let (r, c) = (2 * (i / half), 2 * (i % half));
+            (at(r, c) + at(r, c + 1) + at(r + 1, c) + at(r + 1, c + 1)) / 4.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_means_are_attention_cells() {
+        let map = [1.0, 3.0, 0.0, 0.0, 5.0, 7.0, 0.0, 4.0, 0.0, 0.0, 2.0, 2.0, 0.0, 8.0, 2.0, 2.0];
+        assert_eq!(block_mean(&map, 4), alloc::vec![4.0, 1.0, 2.0, 2.0]);
+        assert!(block_mean(&map[..9], 3).is_empty() && block_mean(&map, 2).is_empty());
+    }
 
     #[test]
     fn pictures_and_wire_cells_are_the_map_quantised() {

@@ -4,6 +4,7 @@
 
 use crate::bundle::Bundle;
 use crate::gate::{FrameGate, Refusal, frame_statistics};
+use crate::heatmap::block_mean;
 use crate::postprocess::top_class;
 use crate::preprocess::{MIN_CROP_SIDE, PreprocessError, crop_resize_plane, preprocess_plane};
 use crate::zoom::zoom_view;
@@ -56,10 +57,15 @@ pub struct Inference {
     pub confidence: f32,
     /// Top probability below the card's refer threshold.
     pub uncertain: bool,
-    /// AttS of the global pass, row-major `attention_side²`.
+    /// AttS of the global pass, row-major `attention_side²`: what the zoom box is taken from.
     pub attention: Vec<f32>,
     /// Side of the attention map.
     pub attention_side: usize,
+    /// The heatmap of the global pass, row-major `heatmap_side²`: what the screen draws, the probe
+    /// is sent and the pointing game scores (the stride-16 map; AttS for older bundles).
+    pub heatmap: Vec<f32>,
+    /// Side of the heatmap.
+    pub heatmap_side: usize,
     /// Centre-zoom box in network-input pixels (two-pass models).
     pub zoom_box: Option<Rect>,
     /// The device crop in frame pixels (the full input for [`Pipeline::infer_plane`]).
@@ -129,7 +135,7 @@ impl Pipeline {
         let head_width = if card.zoom_inference { 2 * card.feature_dim } else { card.feature_dim };
         let head = load_plan(&bundle, &card.head, &[1, head_width], threads)?;
         let shape_err = |file: &str, reason: String| RuntimeError::Shape { file: file.to_string(), reason };
-        let side = card.attention_side;
+        let side = card.heatmap_side();
         for (index, want) in [(0, vec![1, card.feature_dim]), (1, vec![1, 1, side, side])] {
             let got = output_shape(&backbone, index);
             if got.as_deref() != Some(&want[..]) {
@@ -155,7 +161,7 @@ impl Pipeline {
         &self.bundle
     }
 
-    /// Runs one backbone pass on a normalised `n × n` plane: (feature, attention).
+    /// Runs one backbone pass on a normalised `n × n` plane: (feature, heatmap).
     fn backbone_pass(&self, plane: &[f32]) -> Result<(Vec<f32>, Vec<f32>), RuntimeError> {
         let n = self.n;
         let mut input = Vec::with_capacity(3 * n * n);
@@ -184,7 +190,11 @@ impl Pipeline {
         }
         let card = &self.bundle.card;
         let side = card.attention_side;
-        let (global, attention) = self.backbone_pass(plane)?;
+        let (global, heatmap) = self.backbone_pass(plane)?;
+        let heatmap_side = card.heatmap_side();
+        // AttS is the heatmap's 2 × 2 block means (the graph computes it that way), or the heatmap
+        // itself in bundles whose graph outputs AttS.
+        let attention = if heatmap_side == side { heatmap.clone() } else { block_mean(&heatmap, heatmap_side) };
         let (head_input, zoom_box) = if card.zoom_inference {
             // Shapes were checked at load, so the box and crop cannot fall back.
             let zoomed = zoom_view(&attention, side, plane, n, &card.center_zoom);
@@ -212,6 +222,8 @@ impl Pipeline {
             confidence,
             attention,
             attention_side: side,
+            heatmap,
+            heatmap_side,
             zoom_box,
             crop: Rect::full(n, n),
             gate_distance: None,

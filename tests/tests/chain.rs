@@ -19,6 +19,7 @@ use cdnet_host::train::trainer::{TrainOptions, train};
 use cdnet_integration::{data_dir, python};
 use cdnet_shared::GrayImage;
 use cdnet_shared::bundle::Bundle;
+use cdnet_shared::heatmap::block_mean;
 use cdnet_shared::preprocess::preprocess_plane;
 use cdnet_shared::runtime::{Pipeline, Threads};
 use cdnet_shared::zoom::{center_zoom_box, crop_and_resize};
@@ -253,7 +254,8 @@ fn burn_tract_and_onnxruntime_agree() {
         let edge = pipeline.infer_plane(&plane).unwrap();
         let name = &frame.id;
         assert!(max_abs(&host.probabilities, &edge.probabilities) <= 1e-4, "{name}: burn vs tract probabilities");
-        assert!(max_abs(&host.attention, &edge.attention) <= 1e-4, "{name}: burn vs tract heatmap");
+        assert!(max_abs(&host.attention, &edge.attention) <= 1e-4, "{name}: burn vs tract AttS");
+        assert!(max_abs(&host.heatmap, &edge.heatmap) <= 1e-4, "{name}: burn vs tract heatmap");
         assert_eq!(host.zoom_box, edge.zoom_box, "{name}: zoom box");
         let rect = edge.zoom_box.expect("two-pass bundle");
         let mut zoom = vec![0.0; n * n];
@@ -279,10 +281,11 @@ fn burn_tract_and_onnxruntime_agree() {
     for ((frame, edge), case) in frames.iter().zip(&expected).zip(fp32["cases"].as_array().unwrap()) {
         let name = &frame.id;
         let probabilities = floats(&case["probabilities"]);
-        let attention = floats(&case["attention"]);
+        let heatmap = floats(&case["heatmap"]);
         assert!(max_abs(&probabilities, &edge.probabilities) <= 1e-4, "{name}: onnxruntime vs tract probabilities");
-        assert!(max_abs(&attention, &edge.attention) <= 1e-4, "{name}: onnxruntime vs tract heatmap");
-        let side = case["attention_side"].as_u64().unwrap() as usize;
+        assert!(max_abs(&heatmap, &edge.heatmap) <= 1e-4, "{name}: onnxruntime vs tract heatmap");
+        let attention = block_mean(&heatmap, case["heatmap_side"].as_u64().unwrap() as usize);
+        let side = card.attention_side;
         assert_eq!(
             center_zoom_box(&attention, side, side, n, &card.center_zoom).ok(),
             edge.zoom_box,

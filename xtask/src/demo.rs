@@ -43,13 +43,13 @@ pub struct DemoArgs {
     pub frames: usize,
 }
 
-struct Served {
+pub(crate) struct Served {
     precision: &'static str,
     frames: usize,
     results: usize,
     correct: usize,
     latency_ms: f64,
-    screen: PathBuf,
+    pub(crate) screen: PathBuf,
 }
 
 fn binary(name: &str) -> PathBuf {
@@ -62,7 +62,7 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 }
 
 /// Starts the edge on `out/probe`, streams `source` to it, and scores the answers.
-fn serve(out: &Path, bundle: &Path, precision: &'static str, source: &str, frames: usize) -> Result<Served> {
+pub(crate) fn serve(out: &Path, bundle: &Path, precision: &'static str, source: &str, frames: usize) -> Result<Served> {
     let link = out.join("probe");
     let screen = out.join(format!("screen-{precision}"));
     let edge_summary = out.join(format!("edge-{precision}.json"));

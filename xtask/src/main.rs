@@ -6,6 +6,8 @@
 //! * `dist`: cross-builds the edge runtime for a board and packs a versioned, hashed tarball.
 //! * `flash`: deploys that tarball to a board over ssh with an atomic switch, a health check and
 //!   rollback.
+//! * `screenshots`: the documentation's pictures of the exam screen and a referral sheet, made by
+//!   streaming a phantom sweep to the edge.
 //! * `gpu-check`: builds the CUDA trainer and a self-contained folder that checks it on a GPU
 //!   machine (burn-cuda vs PyTorch step, end-to-end training and export).
 //!
@@ -16,6 +18,7 @@ mod demo;
 mod dist;
 mod flash;
 mod gpu_check;
+mod screenshots;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +41,8 @@ enum Task {
     Flash(flash::FlashArgs),
     /// Build the CUDA trainer and a folder that checks it on an NVIDIA GPU machine (no network).
     GpuCheck(gpu_check::GpuCheckArgs),
+    /// Regenerate docs/img's exam screen and referral sheet by streaming a sweep to the edge.
+    Screenshots(screenshots::ScreenshotsArgs),
 }
 
 fn main() {
@@ -57,6 +62,9 @@ fn main() {
             println!(
                 "  gpu-check  build the CUDA trainer and target/gpu-check/, a folder that times it against PyTorch on a GPU"
             );
+            println!(
+                "  screenshots  stream a phantom sweep to the edge; write docs/img's exam screen and referral sheet"
+            );
             println!("boards: {}", board::BOARDS.iter().map(|b| b.name).collect::<Vec<_>>().join(", "));
             println!("`cargo xtask TASK --help` for the options of a task.");
             Ok(())
@@ -65,6 +73,7 @@ fn main() {
         Some(Task::Dist(args)) => dist::run(args).map(|_| ()),
         Some(Task::Flash(args)) => flash::run(args),
         Some(Task::GpuCheck(args)) => gpu_check::run(args),
+        Some(Task::Screenshots(args)) => screenshots::run(args),
     };
     if let Err(error) = outcome {
         eprintln!("error: {error:#}");

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn_onnx::export::OnnxExporter;
 use cdnet_shared::bundle::{
-    BACKBONE_ATTENTION, BACKBONE_FEATURE, BACKBONE_INPUT, Bundle, CARD_FORMAT, HEAD_INPUT, HEAD_OUTPUT, ModelCard,
+    BACKBONE_FEATURE, BACKBONE_HEATMAP, BACKBONE_INPUT, Bundle, CARD_FORMAT, HEAD_INPUT, HEAD_OUTPUT, ModelCard,
     Precision,
 };
 use cdnet_shared::gate::GateSettings;
@@ -68,7 +68,7 @@ pub struct ExportReport {
     pub metrics: Option<Metrics>,
 }
 
-/// Captures the feature extractor as ONNX: image `[1,3,N,N]` → feature, attention.
+/// Captures the feature extractor as ONNX: image `[1,3,N,N]` → feature, stride-16 heatmap.
 fn backbone_graph(model_path: &Path, n: usize) -> Result<Graph> {
     // The exporter takes over the BatchNorm running state of the module it captures, so every
     // capture uses a freshly loaded model.
@@ -78,7 +78,7 @@ fn backbone_graph(model_path: &Path, n: usize) -> Result<Graph> {
         .export(model.extractor(), x, |m, x| m.forward(x))
         .map_err(|e| anyhow::anyhow!("burn's ONNX exporter failed on the backbone: {e:?}"))?;
     let mut graph = Graph::decode(exported.as_bytes())?;
-    graph.rename_io(&[BACKBONE_INPUT], &[BACKBONE_FEATURE, BACKBONE_ATTENTION])?;
+    graph.rename_io(&[BACKBONE_INPUT], &[BACKBONE_FEATURE, BACKBONE_HEATMAP])?;
     let folded = graph.fold_batch_norms()?;
     tracing::debug!("folded {folded} BatchNorm layers into convolutions");
     Ok(graph)
@@ -163,7 +163,11 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     let mut backbone = backbone_graph(&options.model, n)?;
     let mut head = head_graph(&options.model, width)?;
     let version = env!("CARGO_PKG_VERSION");
-    backbone.set_producer("cdnet export", version, "CDNet feature extractor: image -> feature, attention (AttS)");
+    backbone.set_producer(
+        "cdnet export",
+        version,
+        "CDNet feature extractor: image -> feature, heatmap (stride 16; AttS = its 2x2 block means)",
+    );
     head.set_producer("cdnet export", version, "CDNet fused head: cat[global, zoom] features -> probabilities");
 
     let name = options
@@ -181,6 +185,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         zoom_inference: zoom,
         refer_threshold: options.refer_threshold,
         attention_side: info.cdnet.attention_size(),
+        heatmap_side: Some(2 * info.cdnet.attention_size()),
         feature_dim,
         backbone: "backbone.onnx".into(),
         head: "head.onnx".into(),

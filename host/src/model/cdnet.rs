@@ -121,7 +121,7 @@ pub struct Cdnet {
 }
 
 /// The feature extractor `f`: backbone, the two 1×1 adapters and WSLL (or global average pooling).
-/// This is the first exported graph: image → (feature, AttS).
+/// This is the first exported graph: image → (feature, heatmap).
 #[derive(Module, Debug)]
 pub struct FeatureExtractor {
     backbone: EfficientNet,
@@ -158,6 +158,8 @@ pub struct Extracted {
     pub feature: Tensor<2>,
     /// AttMS `[B, M, h, w]` (absent for the GAP baseline).
     pub attention: Option<Tensor<4>>,
+    /// The stride-16 heatmap `[B, 1, 2h, 2w]` (absent for the GAP baseline).
+    pub heatmap: Option<Tensor<4>>,
 }
 
 impl Extracted {
@@ -175,23 +177,29 @@ impl FeatureExtractor {
         match &self.wsll {
             Some(wsll) => {
                 let localised = wsll.forward(self.adapter14.forward(taps.feat14), feat7);
-                Extracted { feature: localised.feature, attention: Some(localised.attention) }
+                Extracted {
+                    feature: localised.feature,
+                    attention: Some(localised.attention),
+                    heatmap: Some(localised.heatmap),
+                }
             }
             None => {
                 let [b, d, _, _] = feat7.dims();
-                Extracted { feature: adaptive_avg_pool2d(feat7, [1, 1]).reshape([b, d]), attention: None }
+                let feature = adaptive_avg_pool2d(feat7, [1, 1]).reshape([b, d]);
+                Extracted { feature, attention: None, heatmap: None }
             }
         }
     }
 
-    /// The exported form: feature `[B, D]` and AttS `[B, 1, h, w]` (needs WSLL).
+    /// The exported form: feature `[B, D]` and the stride-16 heatmap `[B, 1, 2h, 2w]` (needs WSLL;
+    /// the device takes AttS, for the zoom box, as its 2 × 2 block means).
     pub fn forward(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<4>) {
         let out = self.extract(images);
-        let attention = out.attention.map(attention_mean).unwrap_or_else(|| {
+        let heatmap = out.heatmap.unwrap_or_else(|| {
             let [b, _] = out.feature.dims();
             Tensor::zeros([b, 1, 1, 1], &out.feature.device())
         });
-        (out.feature, attention)
+        (out.feature, heatmap)
     }
 }
 

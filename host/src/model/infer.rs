@@ -36,6 +36,11 @@ pub struct Prediction {
     pub attention: Vec<f32>,
     /// Side of the attention map.
     pub attention_side: usize,
+    /// The stride-16 heatmap of the global pass, row-major `heatmap_side²` (empty without WSLL):
+    /// what is drawn and scored; its 2 × 2 block means are `attention`.
+    pub heatmap: Vec<f32>,
+    /// Side of the heatmap (`2 · attention_side`).
+    pub heatmap_side: usize,
     /// The centre-zoom box in input pixels (two-pass models only).
     pub zoom_box: Option<Rect>,
     /// The zoomed view, a normalised `n × n` plane (two-pass models only).
@@ -55,11 +60,9 @@ pub fn predict(
         return Vec::new();
     }
     let global = model.extract(planes_to_batch(planes, n, device));
-    let attention = global.attention_mean().map(to_vec).unwrap_or_default();
-    let side = if attention.is_empty() { 0 } else { ((attention.len() / batch) as f64).sqrt() as usize };
-    let per_image = |b: usize| -> Vec<f32> {
-        if side == 0 { Vec::new() } else { attention[b * side * side..(b + 1) * side * side].to_vec() }
-    };
+    let (attention, side) = per_image_maps(global.attention_mean(), batch);
+    let (heatmaps, heatmap_side) = per_image_maps(global.heatmap.clone(), batch);
+    let per_image = |b: usize| attention.get(b).cloned().unwrap_or_default();
     let (logits, boxes, views) = if model.zoom_inference() {
         let mut boxes = Vec::with_capacity(batch);
         let mut views = Vec::with_capacity(batch);
@@ -85,7 +88,25 @@ pub fn predict(
             let mut probabilities = vec![0.0; k];
             softmax(&logits[b * k..(b + 1) * k], &mut probabilities);
             let class = top_class(&probabilities).map_or(0, |(c, _)| c);
-            Prediction { probabilities, class, attention: per_image(b), attention_side: side, zoom_box, zoom_view }
+            Prediction {
+                probabilities,
+                class,
+                attention: per_image(b),
+                attention_side: side,
+                heatmap: heatmaps.get(b).cloned().unwrap_or_default(),
+                heatmap_side,
+                zoom_box,
+                zoom_view,
+            }
         })
         .collect()
+}
+
+/// A `[B, 1, s, s]` map as one row-major `s²` vector per image, and `s` (none and 0 without a map).
+fn per_image_maps(maps: Option<Tensor<4>>, batch: usize) -> (Vec<Vec<f32>>, usize) {
+    let Some(maps) = maps else { return (Vec::new(), 0) };
+    let [_, _, side, _] = maps.dims();
+    let values = to_vec(maps);
+    let per_image = values.chunks(side * side).take(batch).map(<[f32]>::to_vec).collect();
+    (per_image, side)
 }

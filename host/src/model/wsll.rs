@@ -20,8 +20,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
-use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d};
-use burn::tensor::ops::AvgPoolOptions;
+use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d, interpolate};
+use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions};
 
 /// Activation of the attention adaptors.
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
@@ -100,6 +100,8 @@ pub struct Localised {
     pub feature: Tensor<2>,
     /// Multi-scale attention AttMS `[B, M, h, w]`.
     pub attention: Tensor<4>,
+    /// The heatmap at the texture branch's resolution, `[B, 1, 2h, 2w]`: see [`fine_heatmap`].
+    pub heatmap: Tensor<4>,
 }
 
 impl Wsll {
@@ -109,16 +111,34 @@ impl Wsll {
 
     /// `feat14`: `[B, C14, 2h, 2w]`, `feat7`: `[B, D, h, w]` (both after the adapter convs).
     pub fn forward(&self, feat14: Tensor<4>, feat7: Tensor<4>) -> Localised {
-        let texture = self.act(self.texture_bn.forward(self.texture.forward(feat14)));
-        let texture = avg_pool2d(texture, AvgPoolOptions::new([2, 2]).with_stride([2, 2]));
+        let texture_fine = self.act(self.texture_bn.forward(self.texture.forward(feat14)));
+        let texture = avg_pool2d(texture_fine.clone(), AvgPoolOptions::new([2, 2]).with_stride([2, 2]));
         let semantic = self.act(self.semantic_bn.forward(self.semantic.forward(feat7.clone())));
+        let heatmap = fine_heatmap(texture_fine, semantic.clone());
         let attention = semantic + texture;
         let [b, d, _, _] = feat7.dims();
         let weighted = self.map_weights.forward(attention.clone()); // [B, 1, h, w] = Σ_m w_m AttMS_m
         let pooled = adaptive_avg_pool2d(feat7 * weighted, [1, 1]).reshape([b, d]);
         let feature = pooled + self.map_bias.val().reshape([1, 1]);
-        Localised { feature, attention }
+        Localised { feature, attention, heatmap }
     }
+}
+
+/// The heatmap at stride 16: `mean_m(texture_m) + nearest_2×(mean_m(semantic_m))`, `[B, 1, 2h, 2w]`.
+///
+/// AttMS averages the texture maps over 2 × 2 blocks before adding the semantic maps, so each
+/// stride-32 cell of AttS is exactly the mean of a 2 × 2 block of this map
+/// (`shared::heatmap::block_mean`): the same attention, with the texture branch's detail kept.
+/// Trained only through AttS, the stride-32 map settles on a few cells near the image's usual lesion
+/// site (on BUSI val its peak scores no better than pointing at one fixed pixel); the texture
+/// branch's stride-16 detail is what follows the lesion (docs/results.md, *The heatmap at stride 16*).
+pub fn fine_heatmap(texture_fine: Tensor<4>, semantic: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = texture_fine.dims();
+    let semantic = interpolate(
+        attention_mean(semantic),
+        InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([h, w]),
+    );
+    attention_mean(texture_fine) + semantic
 }
 
 /// AttS: the channel mean of the attention maps, `[B, 1, h, w]` — the heatmap and the input of every

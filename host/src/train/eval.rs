@@ -1,6 +1,6 @@
 //! Evaluation: the inference path over a set of samples → metrics, pointing game and report figures.
 
-use super::metrics::{Metrics, PointingGame, compute};
+use super::metrics::{LesionImage, Metrics, PointingGame, compute};
 use super::report;
 use crate::data::Sample;
 use crate::model::Cdnet;
@@ -56,10 +56,16 @@ pub fn evaluate(
         .enumerate()
         .filter_map(|(i, s)| s.mask.as_ref().filter(|m| m.contains(&1)).map(|m| (i, m)))
         .collect();
-    if !lesion_masks.is_empty() && predictions.first().is_some_and(|p| p.attention_side > 0) {
+    if !lesion_masks.is_empty() && predictions.first().is_some_and(|p| p.heatmap_side > 0) {
         let images = lesion_masks.iter().map(|(i, mask)| {
             let p = &predictions[*i];
-            (p.attention.as_slice(), p.attention_side, mask.as_slice())
+            LesionImage {
+                heatmap: &p.heatmap,
+                heatmap_side: p.heatmap_side,
+                attention: &p.attention,
+                attention_side: p.attention_side,
+                mask,
+            }
         });
         metrics.pointing_game = Some(PointingGame::score(images, n));
     }
@@ -172,8 +178,21 @@ pub fn summary(metrics: &Metrics) -> String {
     }
     if let Some(pg) = metrics.pointing_game {
         out.push_str(&format!(
-            "pointing game {:.4} ({}/{} lesion images, {:.1} px tolerance); cell level {:.4} ({}/{})\n",
-            pg.score, pg.hits, pg.total, pg.tolerance_px, pg.cell_score, pg.cell_hits, pg.total
+            "pointing game {:.4} ({}/{} lesion images, {:.1} px tolerance); cell level {:.4} ({}/{}); \
+             AttS {:.4} ({}/{}); centre baseline {:.4} ({}/{})\n",
+            pg.score,
+            pg.hits,
+            pg.total,
+            pg.tolerance_px,
+            pg.cell_score,
+            pg.cell_hits,
+            pg.total,
+            pg.attention_score,
+            pg.attention_hits,
+            pg.total,
+            pg.centre_score,
+            pg.centre_hits,
+            pg.total
         ));
     }
     out

@@ -8,9 +8,12 @@
 //!
 //! The pointing game (Zhang et al., "Top-down neural attention by excitation backprop") counts a
 //! lesion image as a hit when the maximum of its heatmap lies within 15 pixels of the lesion mask
-//! at 224 px (the tolerance scales with the input side). The heatmap is the attention map placed
-//! on the image by [`cdnet_shared::heatmap`]. The cell-level score counts a hit when the peak
-//! cell's own `S × S` region overlaps the mask: it does not depend on interpolation.
+//! at 224 px (the tolerance scales with the input side). The heatmap is the stride-16 map the
+//! device draws, placed on the image by [`cdnet_shared::heatmap`]. The cell-level score counts a
+//! hit when the peak cell's own `S × S` region overlaps the mask: it does not depend on
+//! interpolation. Two references go with every score: the same game played with AttS (the
+//! stride-32 attention the zoom box uses), and the paper's *centre baseline*, which always points
+//! at the image centre: a heatmap that does not beat it has not shown that it finds lesions.
 
 use cdnet_shared::heatmap::HeatmapGeometry;
 use serde::{Deserialize, Serialize};
@@ -52,21 +55,64 @@ pub struct PointingGame {
     /// cell_hits / total.
     #[serde(default)]
     pub cell_score: f64,
+    /// Lesion images whose AttS (stride-32 attention) peak lies within the tolerance.
+    #[serde(default)]
+    pub attention_hits: usize,
+    /// attention_hits / total.
+    #[serde(default)]
+    pub attention_score: f64,
+    /// Lesion images whose centre pixel lies within the tolerance (the centre baseline).
+    #[serde(default)]
+    pub centre_hits: usize,
+    /// centre_hits / total.
+    #[serde(default)]
+    pub centre_score: f64,
+}
+
+/// One lesion image for the pointing game: its heatmap, AttS and `n × n` mask.
+#[derive(Debug, Clone, Copy)]
+pub struct LesionImage<'a> {
+    /// The heatmap, row-major `heatmap_side²`.
+    pub heatmap: &'a [f32],
+    /// Its side.
+    pub heatmap_side: usize,
+    /// AttS, row-major `attention_side²`.
+    pub attention: &'a [f32],
+    /// Its side.
+    pub attention_side: usize,
+    /// Lesion mask (non-zero = lesion).
+    pub mask: &'a [u8],
 }
 
 impl PointingGame {
-    /// Scores `(attention map, cells per side, n × n lesion mask)` triples at input side `n`.
-    pub fn score<'a>(images: impl IntoIterator<Item = (&'a [f32], usize, &'a [u8])>, n: usize) -> Self {
+    /// Scores lesion images at input side `n`.
+    pub fn score<'a>(images: impl IntoIterator<Item = LesionImage<'a>>, n: usize) -> Self {
         let tolerance_px = pointing_tolerance(n);
-        let (mut hits, mut cell_hits, mut total) = (0, 0, 0);
-        for (attention, cells, mask) in images {
+        let (mut hits, mut cell_hits, mut attention_hits, mut centre_hits, mut total) = (0, 0, 0, 0, 0);
+        for image in images {
             total += 1;
-            let Ok(geometry) = HeatmapGeometry::new(cells, n) else { continue };
-            hits += usize::from(pointing_hit(&geometry, attention, mask, tolerance_px));
-            cell_hits += usize::from(pointing_cell_hit(&geometry, attention, mask));
+            centre_hits += usize::from(near_lesion((n / 2, n / 2), image.mask, n, tolerance_px));
+            if let Ok(geometry) = HeatmapGeometry::new(image.heatmap_side, n) {
+                hits += usize::from(pointing_hit(&geometry, image.heatmap, image.mask, tolerance_px));
+                cell_hits += usize::from(pointing_cell_hit(&geometry, image.heatmap, image.mask));
+            }
+            if let Ok(geometry) = HeatmapGeometry::new(image.attention_side, n) {
+                attention_hits += usize::from(pointing_hit(&geometry, image.attention, image.mask, tolerance_px));
+            }
         }
         let rate = |h: usize| if total == 0 { 0.0 } else { h as f64 / total as f64 };
-        PointingGame { hits, total, score: rate(hits), tolerance_px, cell_hits, cell_score: rate(cell_hits) }
+        PointingGame {
+            hits,
+            total,
+            score: rate(hits),
+            tolerance_px,
+            cell_hits,
+            cell_score: rate(cell_hits),
+            attention_hits,
+            attention_score: rate(attention_hits),
+            centre_hits,
+            centre_score: rate(centre_hits),
+        }
     }
 }
 
@@ -196,8 +242,11 @@ pub fn pointing_tolerance(n: usize) -> f64 {
 /// Whether the heatmap's peak pixel lies within `tolerance_px` of a lesion pixel of the `n × n`
 /// mask.
 pub fn pointing_hit(geometry: &HeatmapGeometry, attention: &[f32], mask: &[u8], tolerance_px: f64) -> bool {
-    let n = geometry.input_size();
-    let Ok((px, py)) = geometry.peak_pixel(attention) else { return false };
+    geometry.peak_pixel(attention).is_ok_and(|peak| near_lesion(peak, mask, geometry.input_size(), tolerance_px))
+}
+
+/// Whether pixel `(px, py)` lies within `tolerance_px` of a lesion pixel of the `n × n` mask.
+fn near_lesion((px, py): (usize, usize), mask: &[u8], n: usize, tolerance_px: f64) -> bool {
     if mask.len() != n * n {
         return false;
     }
@@ -307,8 +356,16 @@ mod tests {
         fine[159 * 224 + 179] = 1.0;
         assert!(pointing_hit(&tolerance_case, &fine, &mask, 15.0));
         assert!(!pointing_hit(&tolerance_case, &fine, &mask, 9.0));
-        let game = PointingGame::score([(&att[..], 7, &mask[..])], 224);
-        assert_eq!((game.hits, game.cell_hits, game.total), (0, 0, 1));
+        let image = LesionImage { heatmap: &att, heatmap_side: 7, attention: &att, attention_side: 7, mask: &mask };
+        let game = PointingGame::score([image], 224);
+        assert_eq!((game.hits, game.cell_hits, game.attention_hits, game.total), (0, 0, 0, 1));
+        // The centre (112, 112) is 38 px from the lesion: the centre baseline misses it; a lesion
+        // around the centre is a centre hit whatever the heatmap says.
+        assert_eq!(game.centre_hits, 0);
+        let mut central = vec![0u8; 224 * 224];
+        central[120 * 224 + 100] = 1;
+        let image = LesionImage { mask: &central, ..image };
+        assert_eq!(PointingGame::score([image], 224).centre_hits, 1);
         assert!((pointing_tolerance(160) - 15.0 * 160.0 / 224.0).abs() < 1e-12);
     }
 }

@@ -236,10 +236,10 @@ fn gray(v: f32, norm: &cdnet_shared::Normalization) -> u8 {
     norm.invert(v).clamp(0.0, 255.0) as u8
 }
 
-/// The attention map of `p` placed on the `n × n` input by
+/// The heatmap of `p` placed on the `n × n` input by
 /// [`cdnet_shared::heatmap::HeatmapGeometry`], as heatmap bytes (255 at its peak).
 pub fn heatmap_bytes(p: &Prediction, n: usize) -> Vec<u8> {
-    heatmap_picture(&p.attention, p.attention_side, n, n, n)
+    heatmap_picture(&p.heatmap, p.heatmap_side, n, n, n)
 }
 
 /// A panel of rows `image | attention overlay | zoom box | zoom view` (the paper's Fig. 7).
@@ -280,7 +280,7 @@ pub fn heatmap_panel(
     }
     let root = BitMapBackend::with_buffer(&mut canvas.rgb, (width as u32, height as u32)).into_drawing_area();
     let style = ("sans-serif", 16).into_font().color(&BLACK);
-    for (c, title) in ["image", "attention (AttS)", "centre-zoom box", "zoom view"].iter().enumerate() {
+    for (c, title) in ["image", "heatmap", "centre-zoom box", "zoom view"].iter().enumerate() {
         root.draw(&Text::new(title.to_string(), ((gap + c * (tile + gap) + 4) as i32, 8), style.clone()))
             .map_err(plot_err)?;
     }
