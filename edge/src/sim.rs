@@ -44,6 +44,8 @@ pub enum Source {
     Sweeps {
         /// Base seed.
         seed: u64,
+        /// The first eye streamed (its class is `PhantomClass::ALL[first_eye % 5]`: 2 = RD).
+        first_eye: usize,
     },
     /// Image files (a folder, searched recursively, or one file; DICOM frames are all used).
     Files(PathBuf),
@@ -68,12 +70,15 @@ pub struct SourceFrame {
 }
 
 impl Source {
-    /// Parses `phantom`, `phantom:SEED`, `sweeps`, `sweeps:SEED` or a path.
+    /// Parses `phantom`, `phantom:SEED`, `sweeps`, `sweeps:SEED`, `sweeps:SEED:FIRST_EYE` or a path.
     pub fn parse(text: &str) -> Source {
         if let Some(rest) = text.strip_prefix("sweeps")
             && (rest.is_empty() || rest.starts_with(':'))
         {
-            return Source::Sweeps { seed: rest.get(1..).and_then(|s| s.parse().ok()).unwrap_or(0) };
+            let mut fields = rest.split(':').skip(1).map(|f| f.parse::<u64>().ok());
+            let seed = fields.next().flatten().unwrap_or(0);
+            let first_eye = fields.next().flatten().unwrap_or(0) as usize;
+            return Source::Sweeps { seed, first_eye };
         }
         match text.strip_prefix("phantom") {
             Some("") => Source::Phantom { seed: 0, size: 256, difficulty: 0.5 },
@@ -105,7 +110,7 @@ impl Source {
                     }
                 })
                 .collect()),
-            Source::Sweeps { seed } => Ok(sweep_frames(*seed, count)),
+            Source::Sweeps { seed, first_eye } => Ok(sweep_frames(*seed, *first_eye, count)),
             Source::Files(path) => {
                 let files: Vec<PathBuf> = if path.is_dir() {
                     let mut files: Vec<PathBuf> = walk(path)?.into_iter().filter(|p| file_kind(p).is_some()).collect();
@@ -136,14 +141,14 @@ impl Source {
 }
 
 /// The first `count` frames of consecutive sweeps, classes in turn.
-fn sweep_frames(seed: u64, count: usize) -> Vec<SourceFrame> {
+fn sweep_frames(seed: u64, first_eye: usize, count: usize) -> Vec<SourceFrame> {
     let config = SweepConfig {
         frames: SWEEP_FRAMES,
         uninformative: 0.35,
         phantom: PhantomConfig { size: 256, difficulty: Difficulty::Hard.value() },
     };
     let mut frames = Vec::with_capacity(count);
-    for eye in 0.. {
+    for eye in first_eye.. {
         if frames.len() >= count {
             break;
         }

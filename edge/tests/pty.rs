@@ -283,7 +283,7 @@ fn a_hello_with_impossible_dimensions_is_refused() {
 #[test]
 fn a_sweep_over_the_link_becomes_one_exam() {
     let dir = tempfile::tempdir().unwrap();
-    let frames = Source::Sweeps { seed: 3 }.frames(cdnet_edge::sim::SWEEP_FRAMES).unwrap();
+    let frames = Source::Sweeps { seed: 3, first_eye: 0 }.frames(cdnet_edge::sim::SWEEP_FRAMES).unwrap();
     let log = dir.path().join("log");
     let (report, summary) = session(dir.path(), options(Some(log.clone())), &sim_options(frames.clone()));
     assert_eq!(report.results.len() + report.no_eye.len(), frames.len(), "errors: {:?}", report.errors);

@@ -128,3 +128,31 @@ fn the_sheet_is_written_whole_under_its_exam_time() {
         .collect();
     assert_eq!(names, ["exam-20261129-075021-1.png"], "a temporary file was left behind");
 }
+
+/// The documentation's pictures (`cargo xtask screenshots`) are what the code draws: a whole sheet
+/// with a verdict banner and coloured heatmaps on its key frames, and an 800×480 screen with the
+/// key frame beside the live frame.
+#[test]
+fn the_documented_sheet_and_exam_screen_are_current() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img");
+    let colourful = |p: &image::Rgb<u8>| {
+        let [r, g, b] = p.0.map(i32::from);
+        (r - g).abs().max((g - b).abs()).max((r - b).abs()) > 60
+    };
+    let sheet = image::open(docs.join("referral-sheet.png")).expect("docs/img/referral-sheet.png").to_rgb8();
+    assert_eq!((sheet.width(), sheet.height()), SHEET_SIZE);
+    let banner = sheet.pixels().filter(|p| p.0 == rgb(VERDICT) || p.0 == rgb(INCONCLUSIVE)).count();
+    assert!(banner > 20_000, "no verdict banner on the documented sheet");
+    let heat =
+        (500..760).flat_map(|y| (40..280).map(move |x| (x, y))).filter(|&(x, y)| colourful(sheet.get_pixel(x, y)));
+    assert!(heat.count() > 2_000, "the documented sheet's first key frame has no heatmap");
+    let screen = image::open(docs.join("edge-800x480-exam.png")).expect("docs/img/edge-800x480-exam.png").to_rgb8();
+    assert_eq!((screen.width(), screen.height()), (800, 480));
+    let (x, y, side) = cdnet_edge::screen::Layout::Wide800x480.key_frame_panel().unwrap();
+    let (x, y, side) = (x as u32, y as u32, side);
+    let key = (y..y + side).flat_map(|yy| (x..x + side).map(move |xx| (xx, yy)));
+    assert!(
+        key.filter(|&(xx, yy)| colourful(screen.get_pixel(xx, yy))).count() > 500,
+        "no key frame on the documented screen"
+    );
+}

@@ -242,8 +242,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let pointing = &m["pointing_game"];
         if let (Some(hits), Some(total)) = (pointing["hits"].as_u64(), pointing["total"].as_u64()) {
             println!(
-                "  heatmap on the lesion (pointing game, test split): {hits}/{total} images, cell level {}/{total}",
-                pointing["cell_hits"].as_u64().unwrap_or(0)
+                "  heatmap on the lesion (pointing game, test split): {hits}/{total} images, cell level {}/{total}; \
+                 pointing at the image centre instead: {}/{total}",
+                pointing["cell_hits"].as_u64().unwrap_or(0),
+                pointing["centre_hits"].as_u64().unwrap_or(0)
             );
         }
         println!("  plots: {}", out.join("run/plots").display());

@@ -95,6 +95,10 @@ struct FrameArgs {
     /// Phantom frame seed when no image is given.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Which phantom frame when no image is given: classes come in turn (0 Normal, 1 IOT, 2 RD,
+    /// 3 PSS, 4 VH, 5 Normal, …).
+    #[arg(long, default_value_t = 0)]
+    frame: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -159,7 +163,8 @@ fn classify(args: &FrameArgs) -> Result<(Pipeline, FrameVerdict, String, u16, u1
         Some(path) => Source::Files(path.clone()),
         None => Source::Phantom { seed: args.seed, size: 256, difficulty: 0.5 },
     };
-    let frame = source.frames(1)?.remove(0);
+    let index = if args.image.is_some() { 0 } else { args.frame.min(10_000) };
+    let frame = source.frames(index + 1)?.remove(index);
     let image = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels)?;
     let (pipeline, verdict) = self_test(&args.model, &image)?;
     Ok((pipeline, verdict, frame.id, frame.width, frame.height, frame.pixels))

@@ -21,7 +21,7 @@ struct Cli {
     /// Baud rate (UARTs only).
     #[arg(long, default_value_t = 921_600)]
     baud: u32,
-    /// Frames from `phantom`, `phantom:SEED`, `sweeps`, `sweeps:SEED` (24-frame sweeps over one eye each, with
+    /// Frames from `phantom`, `phantom:SEED`, `sweeps`, `sweeps:SEED[:EYE]` (24-frame sweeps over one eye each, from eye EYE, with
     /// uninformative frames mixed in), an image folder (searched recursively), or one image/DICOM file.
     #[arg(long, default_value = "phantom")]
     source: String,
