@@ -1,7 +1,8 @@
 //! The CDNet edge runtime: receives probe frames over a serial link, runs the exported model with
 //! tract, and shows the diagnosis and lesion heatmap on the board's screen.
 //!
-//! * [`runner`]: the receive → infer → send/draw pipeline (threads that never block each other).
+//! * [`runner`]: the receive → infer → send/draw pipeline (threads that never block each other);
+//!   its writer thread (results, heartbeats, session log, referral sheets) is `writer`.
 //! * [`exam`]: the probe session's exam (screen line, key frame, run summary) from `shared::exam`.
 //! * [`referral`]: the printable referral sheet and session-log record of a finished exam.
 //! * [`link`]: the probe link behind a small trait (serial port, pseudo-terminal).
@@ -20,3 +21,4 @@ pub mod runner;
 pub mod screen;
 pub mod session_log;
 pub mod sim;
+mod writer;

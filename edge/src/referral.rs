@@ -10,6 +10,7 @@
 
 use crate::exam::FinishedExam;
 use crate::screen::{Canvas, draw_scan, fill, text};
+use crate::session_log::SessionLog;
 use anyhow::{Context, Result};
 use cdnet_shared::exam::ExamRule;
 use embedded_graphics::mono_font::MonoTextStyle;
@@ -57,6 +58,20 @@ pub struct SheetContext {
     pub input_size: usize,
     /// The card's exam rule.
     pub rule: ExamRule,
+}
+
+impl SheetContext {
+    /// What the sheets of a bundle say: from its card (the digest is the one the graphs carry).
+    pub fn from_card(card: &cdnet_shared::bundle::ModelCard) -> Result<Self> {
+        Ok(SheetContext {
+            model: card.name.clone(),
+            card_sha256: card.digest().map_err(|e| anyhow::anyhow!("the card's digest: {e}"))?,
+            labels: (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect(),
+            short_labels: card.labels.names().to_vec(),
+            input_size: card.preprocess.input_size,
+            rule: card.exam,
+        })
+    }
 }
 
 /// One key frame in the record.
@@ -267,6 +282,29 @@ fn draw_footer(canvas: &mut Canvas, context: &SheetContext) {
     ];
     for (i, line) in lines.iter().enumerate() {
         text(canvas, line, MARGIN, bottom - 14 * (lines.len() - i) as i32, small);
+    }
+}
+
+/// The referral sheets' folder inside the session-log folder.
+pub const REFERRALS: &str = "referrals";
+
+/// Writes a finished exam's referral sheet, then its record in the session log (so a record never
+/// names a sheet that is not on disk). Without a session log there is nowhere to keep either.
+/// Failures are logged: a full disk must not stop the device answering frames.
+pub fn record_exam(log: Option<&mut SessionLog>, exam: &FinishedExam, sheet: &SheetContext) {
+    let Some(log) = log else { return };
+    let referral = match write_sheet(&log.dir().join(REFERRALS), exam, sheet) {
+        Ok(path) => path.file_name().map(|name| format!("{REFERRALS}/{}", name.to_string_lossy())),
+        Err(e) => {
+            tracing::error!("referral sheet of exam {}: {e:#}", exam.number);
+            None
+        }
+    };
+    if let Some(path) = &referral {
+        tracing::info!("exam {} ended: referral sheet {path}", exam.number);
+    }
+    if let Err(e) = log.append_line(&ExamRecord::new(exam, sheet, referral)) {
+        tracing::error!("session log: {e:#}");
     }
 }
 

@@ -9,17 +9,19 @@
 //!   unplugged).
 //! * **inference**: takes the newest frame, runs the bundle with tract, and queues the `Result` (or
 //!   an `Error`).
-//! * **writer**: sends queued messages and a heartbeat every second. It stamps each result with
-//!   its latency (last byte received → result sent) and appends it to the session log.
+//! * **writer** (`crate::writer`): sends queued messages and a heartbeat every second. It stamps
+//!   each result with its latency (last byte received → result sent), appends it to the session
+//!   log, and writes each finished exam's referral sheet.
 //! * **display**: redraws the screen about 30 times a second from a copy of the state, so a slow
 //!   panel never holds up the link.
 
 use crate::display::Display;
 use crate::exam::{ExamReport, ExamTracker, FinishedExam};
 use crate::link::{LinkHalves, LinkOpener};
-use crate::referral::{ExamRecord, SheetContext, write_sheet};
+use crate::referral::SheetContext;
 use crate::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, render};
-use crate::session_log::{LogRecord, SessionLog, now_ms};
+use crate::session_log::{SessionLog, now_ms};
+use crate::writer::write_out;
 use anyhow::{Context, Result};
 use cdnet_shared::bundle::Bundle;
 use cdnet_shared::heatmap::wire_cells;
@@ -27,8 +29,8 @@ use cdnet_shared::preprocess::input_rect_to_frame;
 use cdnet_shared::protocol::frames::Frame;
 use cdnet_shared::protocol::session::{EdgeSession, Reaction};
 use cdnet_shared::protocol::{
-    ErrorCode, ErrorReport, FrameDecoder, Heartbeat, InferenceResult, MAX_HEATMAP_CELLS, MAX_WIRE_PACKET, Message,
-    NoEye, Ready, Skipped, ZoomBox, encode_packet_vec, truncated,
+    ErrorCode, ErrorReport, FrameDecoder, InferenceResult, MAX_HEATMAP_CELLS, MAX_WIRE_PACKET, Message, NoEye, Ready,
+    Skipped, ZoomBox, encode_packet_vec, truncated,
 };
 use cdnet_shared::runtime::{FrameVerdict, Inference, Pipeline, Threads};
 use cdnet_shared::{CropProfile, GrayImage};
@@ -36,7 +38,7 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -110,17 +112,17 @@ pub struct EdgeSummary {
 }
 
 #[derive(Default)]
-struct Counters {
-    frames: AtomicU64,
-    results: AtomicU64,
-    no_eye: AtomicU64,
-    dropped: AtomicU64,
-    packet_errors: AtomicU64,
-    frame_errors: AtomicU64,
-    reconnects: AtomicU64,
-    latency_us_total: AtomicU64,
-    draw_us_total: AtomicU64,
-    draws: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) frames: AtomicU64,
+    pub(crate) results: AtomicU64,
+    pub(crate) no_eye: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) packet_errors: AtomicU64,
+    pub(crate) frame_errors: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) latency_us_total: AtomicU64,
+    pub(crate) draw_us_total: AtomicU64,
+    pub(crate) draws: AtomicU64,
 }
 
 struct Pending {
@@ -128,27 +130,33 @@ struct Pending {
     received: Instant,
 }
 
-enum Outgoing {
+/// What the inference and receiver threads hand the writer thread (`crate::writer`).
+pub(crate) enum Outgoing {
+    /// A message to send as it is.
     Plain(Message<'static>),
+    /// A result, stamped with its latency when sent, and logged (with the frame if frames are kept).
     Result { result: InferenceResult, received: Instant, frame: Option<Arc<Frame>> },
+    /// A frame the gate refused, with the reason for the log.
     NoEye { reply: NoEye, detail: String },
+    /// An exam that ended: its referral sheet and record.
     Exam(Box<FinishedExam>),
 }
 
-struct Shared {
+/// What the threads share.
+pub(crate) struct Shared {
     slot: Mutex<Option<Pending>>,
     wake: Condvar,
-    screen: Mutex<ScreenState>,
-    counters: Counters,
-    stop: Arc<AtomicBool>,
+    pub(crate) screen: Mutex<ScreenState>,
+    pub(crate) counters: Counters,
+    pub(crate) stop: Arc<AtomicBool>,
     writer: Mutex<Option<Box<dyn Write + Send>>>,
-    recent: Mutex<VecDeque<Instant>>,
-    max_results: Option<u64>,
+    pub(crate) recent: Mutex<VecDeque<Instant>>,
+    pub(crate) max_results: Option<u64>,
     /// Set when a `Hello` is accepted: the inference thread starts a new exam.
     new_session: AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicked thread must not take the whole device down with a poisoned lock.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -202,7 +210,7 @@ pub fn run(
     };
     let writer = {
         let shared = shared.clone();
-        let sheet = sheet_context(&card)?;
+        let sheet = SheetContext::from_card(&card)?;
         thread::Builder::new().name("writer".into()).spawn(move || write_out(&shared, inbox, &mut log, &sheet))?
     };
     let drawer = {
@@ -231,7 +239,49 @@ pub fn run(
         })?
     };
 
-    // Inference runs on this thread, and the exam: one per probe session (crate::exam).
+    let (last_exam, exams_done) = serve_frames(&shared, &stop, &pipeline, options, &outbox);
+    stop.store(true, Ordering::Relaxed);
+    drop(outbox);
+    let _ = receiver.join();
+    let _ = writer.join();
+    let _ = drawer.join();
+    let c = &shared.counters;
+    let results = c.results.load(Ordering::Relaxed);
+    let draws = c.draws.load(Ordering::Relaxed);
+    Ok(EdgeSummary {
+        frames: c.frames.load(Ordering::Relaxed),
+        results,
+        no_eye: c.no_eye.load(Ordering::Relaxed),
+        dropped: c.dropped.load(Ordering::Relaxed),
+        packet_errors: c.packet_errors.load(Ordering::Relaxed),
+        frame_errors: c.frame_errors.load(Ordering::Relaxed),
+        reconnects: c.reconnects.load(Ordering::Relaxed),
+        mean_latency_ms: if results == 0 {
+            0.0
+        } else {
+            c.latency_us_total.load(Ordering::Relaxed) as f64 / results as f64 / 1000.0
+        },
+        exam: last_exam,
+        exams: exams_done,
+        mean_draw_ms: if draws == 0 {
+            0.0
+        } else {
+            c.draw_us_total.load(Ordering::Relaxed) as f64 / draws as f64 / 1000.0
+        },
+    })
+}
+
+/// The inference loop, on the caller's thread: each newest frame through the gate and the network,
+/// its answer queued for the writer, the screen and the exam (one per probe session, crate::exam)
+/// updated. Returns the last exam's verdict and how many exams ended with one.
+fn serve_frames(
+    shared: &Shared,
+    stop: &AtomicBool,
+    pipeline: &Pipeline,
+    options: &EdgeOptions,
+    outbox: &Sender<Outgoing>,
+) -> (Option<ExamReport>, u64) {
+    let card = &pipeline.bundle().card;
     let logging_frames = options.log.as_ref().is_some_and(|(_, _, frames)| *frames);
     let mut exams = ExamTracker::new(card.exam, card.labels.len());
     let mut last_exam: Option<ExamReport> = None;
@@ -245,7 +295,7 @@ pub fn run(
     };
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let Some(Pending { frame, received }) = next_frame(&shared, &stop, &mut || {
+        let Some(Pending { frame, received }) = next_frame(shared, stop, &mut || {
             finished(exams.finish_if_idle(started.elapsed().as_millis() as u64));
         }) else {
             break;
@@ -296,35 +346,7 @@ pub fn run(
         screen.frame = Some(shown);
     }
     finished(exams.finish());
-    stop.store(true, Ordering::Relaxed);
-    drop(outbox);
-    let _ = receiver.join();
-    let _ = writer.join();
-    let _ = drawer.join();
-    let c = &shared.counters;
-    let results = c.results.load(Ordering::Relaxed);
-    let draws = c.draws.load(Ordering::Relaxed);
-    Ok(EdgeSummary {
-        frames: c.frames.load(Ordering::Relaxed),
-        results,
-        no_eye: c.no_eye.load(Ordering::Relaxed),
-        dropped: c.dropped.load(Ordering::Relaxed),
-        packet_errors: c.packet_errors.load(Ordering::Relaxed),
-        frame_errors: c.frame_errors.load(Ordering::Relaxed),
-        reconnects: c.reconnects.load(Ordering::Relaxed),
-        mean_latency_ms: if results == 0 {
-            0.0
-        } else {
-            c.latency_us_total.load(Ordering::Relaxed) as f64 / results as f64 / 1000.0
-        },
-        exam: last_exam,
-        exams: exams_done,
-        mean_draw_ms: if draws == 0 {
-            0.0
-        } else {
-            c.draw_us_total.load(Ordering::Relaxed) as f64 / draws as f64 / 1000.0
-        },
-    })
+    (last_exam, exams_done)
 }
 
 /// Waits for the next frame (`None` once `stop` is set), calling `idle` every 100 ms while none comes.
@@ -344,18 +366,6 @@ fn next_frame(shared: &Shared, stop: &AtomicBool, idle: &mut dyn FnMut()) -> Opt
         drop(slot);
         idle();
     }
-}
-
-/// What the referral sheets say about the model, from its card.
-fn sheet_context(card: &cdnet_shared::bundle::ModelCard) -> Result<SheetContext> {
-    Ok(SheetContext {
-        model: card.name.clone(),
-        card_sha256: card.digest().map_err(|e| anyhow::anyhow!("the card's digest: {e}"))?,
-        labels: (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect(),
-        short_labels: card.labels.names().to_vec(),
-        input_size: card.preprocess.input_size,
-        rule: card.exam,
-    })
 }
 
 /// Largest heatmap side a `Result` carries (`MAX_HEATMAP_CELLS` = 16²).
@@ -510,137 +520,13 @@ fn react(shared: &Shared, outbox: &Sender<Outgoing>, reaction: Reaction) {
     }
 }
 
-fn send(shared: &Shared, message: &Message<'_>) -> bool {
+/// Sends one message to the probe; `false` when there is no probe or the write failed.
+pub(crate) fn send(shared: &Shared, message: &Message<'_>) -> bool {
     let Ok(bytes) = encode_packet_vec(message) else { return false };
     match lock(&shared.writer).as_mut() {
         // A failed write means the probe is gone; the receiver notices and reconnects.
         Some(writer) => writer.write_all(&bytes).and_then(|_| writer.flush()).is_ok(),
         None => false,
-    }
-}
-
-fn write_out(shared: &Shared, inbox: Receiver<Outgoing>, log: &mut Option<SessionLog>, sheet: &SheetContext) {
-    let (model, names) = (sheet.model.as_str(), &sheet.short_labels);
-    let started = Instant::now();
-    let mut last_heartbeat = Instant::now();
-    loop {
-        if last_heartbeat.elapsed() >= Duration::from_secs(1) {
-            last_heartbeat = Instant::now();
-            send(shared, &Message::Heartbeat(Heartbeat { uptime_ms: started.elapsed().as_millis() as u32 }));
-        }
-        let item = match inbox.recv_timeout(Duration::from_millis(200)) {
-            Ok(item) => item,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        match item {
-            Outgoing::Plain(message) => {
-                send(shared, &message);
-            }
-            Outgoing::Result { mut result, received, frame } => {
-                let latency = received.elapsed();
-                result.latency_us = latency.as_micros().min(u32::MAX as u128) as u32;
-                send(shared, &Message::Result(result.clone()));
-                let c = &shared.counters;
-                c.results.fetch_add(1, Ordering::Relaxed);
-                c.latency_us_total.fetch_add(result.latency_us as u64, Ordering::Relaxed);
-                {
-                    let fps = answer_rate(shared);
-                    let mut screen = lock(&shared.screen);
-                    screen.latency_ms = latency.as_secs_f32() * 1000.0;
-                    screen.fps = fps;
-                }
-                let record = LogRecord {
-                    time_ms: now_ms(),
-                    seq: result.seq,
-                    class: names.get(result.class_index as usize).map_or("?", String::as_str),
-                    probabilities: &result.probabilities,
-                    uncertain: result.uncertain,
-                    zoom_box: Some([result.zoom_box.x0, result.zoom_box.y0, result.zoom_box.x1, result.zoom_box.y1]),
-                    no_eye: None,
-                    latency_ms: latency.as_secs_f32() * 1000.0,
-                    model,
-                };
-                append_log(log, &record, frame.as_deref());
-                stop_when_enough(shared);
-            }
-            Outgoing::NoEye { reply, detail } => {
-                send(shared, &Message::NoEye(reply));
-                shared.counters.no_eye.fetch_add(1, Ordering::Relaxed);
-                let fps = answer_rate(shared);
-                lock(&shared.screen).fps = fps;
-                let record = LogRecord {
-                    time_ms: now_ms(),
-                    seq: reply.seq,
-                    class: NO_EYE,
-                    probabilities: &[],
-                    uncertain: true,
-                    zoom_box: None,
-                    no_eye: Some(&detail),
-                    latency_ms: 0.0,
-                    model,
-                };
-                append_log(log, &record, None);
-                stop_when_enough(shared);
-            }
-            Outgoing::Exam(exam) => record_exam(log, &exam, sheet),
-        }
-    }
-}
-
-/// Writes a finished exam's referral sheet, then its record in the session log (so a record never
-/// names a sheet that is not on disk). Without a session log there is nowhere to keep either.
-fn record_exam(log: &mut Option<SessionLog>, exam: &FinishedExam, sheet: &SheetContext) {
-    let Some(log) = log.as_mut() else { return };
-    let referral = match write_sheet(&log.dir().join(REFERRALS), exam, sheet) {
-        Ok(path) => path.file_name().map(|name| format!("{REFERRALS}/{}", name.to_string_lossy())),
-        Err(e) => {
-            tracing::error!("referral sheet of exam {}: {e:#}", exam.number);
-            None
-        }
-    };
-    if let Some(path) = &referral {
-        tracing::info!("exam {} ended: referral sheet {path}", exam.number);
-    }
-    if let Err(e) = log.append_line(&ExamRecord::new(exam, sheet, referral)) {
-        tracing::error!("session log: {e:#}");
-    }
-}
-
-/// The referral sheets' folder inside the session-log folder.
-pub const REFERRALS: &str = "referrals";
-
-/// The class name a refused frame has in the session log.
-pub const NO_EYE: &str = "no eye in view";
-
-/// Answered frames per second over the last few seconds (the new answer included).
-fn answer_rate(shared: &Shared) -> f32 {
-    let mut recent = lock(&shared.recent);
-    recent.push_back(Instant::now());
-    while recent.len() > 20 || recent.front().is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
-        recent.pop_front();
-    }
-    match (recent.front(), recent.back()) {
-        (Some(a), Some(b)) if recent.len() > 1 => (recent.len() - 1) as f32 / (*b - *a).as_secs_f32().max(1e-3),
-        _ => 0.0,
-    }
-}
-
-fn append_log(log: &mut Option<SessionLog>, record: &LogRecord<'_>, frame: Option<&Frame>) {
-    if let Some(log) = log.as_mut() {
-        let pixels = frame.map(|f| (&f.pixels[..], f.width as u32, f.height as u32));
-        if let Err(e) = log.append(record, pixels) {
-            tracing::error!("session log: {e:#}");
-        }
-    }
-}
-
-/// Ends the run once `max_results` frames have been answered (a `Result` or a `NoEye`).
-fn stop_when_enough(shared: &Shared) {
-    let c = &shared.counters;
-    let answered = c.results.load(Ordering::Relaxed) + c.no_eye.load(Ordering::Relaxed);
-    if shared.max_results.is_some_and(|max| answered >= max) {
-        shared.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -134,3 +134,37 @@ fn the_check_notices_drift() {
     assert!(covers(&allowed, "burn-onnx") && covers(&allowed, "dicom-core") && covers(&allowed, "cdnet-shared"));
     assert!(!covers(&allowed, "tract-onnx") && !covers(&allowed, "burnish") && !covers(&allowed, "cdnet-edge"));
 }
+
+/// Longest a source file of a workspace crate may be (ARCHITECTURE.md's rules): a file past it
+/// holds more than one job.
+const MAX_SOURCE_LINES: usize = 600;
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_source_file_is_longer_than_the_limit() {
+    let mut files = Vec::new();
+    for member in workspace() {
+        rust_files(&repo().join(&member.folder), &mut files);
+    }
+    assert!(files.len() > 50, "found only {} source files: is the workspace walk broken?", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).ok()?.lines().count();
+            (lines > MAX_SOURCE_LINES).then(|| format!("{} ({lines} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "source files over {MAX_SOURCE_LINES} lines (split them by job): {long:?}");
+}
