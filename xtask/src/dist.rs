@@ -7,13 +7,14 @@
 //!   cdnet-edge.service     systemd unit: restart on failure, unprivileged user, serial + framebuffer groups
 //!   99-cdnet-probe.rules   udev rule: the probe appears as /dev/cdnet-probe
 //!   cdnet-edge.env         settings the unit reads (port, display, layout, threads)
-//!   manifest.json          version, board, target, sha256 and size of every file
+//!   manifest.json          version, board, target, the model card's digest, sha256 and size of every file
 //!   SHA256SUMS             the same hashes for `sha256sum -c` on the board
 //! ```
 
 use crate::board::{self, Board};
 use crate::util::{self, cargo, require, root, sha256_file, version};
 use anyhow::{Context, Result, bail};
+use cdnet_shared::bundle::{CARD_FILE, read_card};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -130,31 +131,28 @@ fn env_file(board: &Board) -> String {
     )
 }
 
-/// Checks the bundle's card hashes before shipping it.
-fn check_bundle(model: &Path) -> Result<Vec<String>> {
-    let card_path = model.join("model.json");
-    let card: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&card_path)
-            .with_context(|| format!("{} is not a model bundle (no model.json)", model.display()))?,
-    )
-    .with_context(|| format!("{} is not valid JSON", card_path.display()))?;
-    let files = card["files"].as_object().with_context(|| format!("{} lists no files", card_path.display()))?;
-    let mut names = vec!["model.json".to_string()];
-    for (name, entry) in files {
-        let actual = sha256_file(&model.join(name))?;
-        if entry["sha256"].as_str() != Some(actual.as_str()) {
+/// Checks the bundle's file hashes before shipping it; returns its files (the card first) and the
+/// card's digest (`ModelCard::digest`, the one its graphs must carry), which the manifest records.
+/// Whether the graphs carry it is the board's health check (`cdnet-edge check`) after a flash, so a
+/// release whose card was edited installs and is then rolled back.
+fn check_bundle(model: &Path) -> Result<(Vec<String>, String)> {
+    let (card_path, card) = read_card(model).with_context(|| format!("{} is not a model bundle", model.display()))?;
+    let mut names = vec![CARD_FILE.to_string()];
+    for (name, entry) in &card.files {
+        if sha256_file(&model.join(name))? != entry.sha256 {
             bail!("{}: {name} does not match its sha256 in model.json; re-export the bundle", model.display());
         }
         names.push(name.clone());
     }
-    Ok(names)
+    let digest = card.digest().map_err(|e| anyhow::anyhow!("{}: the card's digest: {e}", card_path.display()))?;
+    Ok((names, digest))
 }
 
 /// Builds (or takes) the binaries and packs the tarball; returns its path.
 pub fn run(args: DistArgs) -> Result<PathBuf> {
     let board = board::find(&args.board)?;
     let model = if args.model.is_absolute() { args.model.clone() } else { root().join(&args.model) };
-    let model_files = check_bundle(&model)?;
+    let (model_files, card_sha256) = check_bundle(&model)?;
     let bin_dir = match &args.prebuilt {
         Some(dir) => dir.clone(),
         None => build(&board)?,
@@ -202,6 +200,7 @@ pub fn run(args: DistArgs) -> Result<PathBuf> {
         "target": board.target,
         "target_cpu": board.cpu,
         "model": model.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "card_sha256": card_sha256,
         "files": hashes,
     });
     std::fs::write(stage.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;

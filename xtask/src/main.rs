@@ -11,7 +11,8 @@
 //! * `gpu-check`: builds the CUDA trainer and a self-contained folder that checks it on a GPU
 //!   machine (burn-cuda vs PyTorch step, end-to-end training and export).
 //!
-//! xtask never links burn or tract; it drives `cargo` and the built binaries.
+//! xtask never links burn or tract; it drives `cargo` and the built binaries (and reads model
+//! cards with `shared`'s `bundle` feature).
 
 mod board;
 mod demo;

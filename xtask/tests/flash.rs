@@ -179,6 +179,8 @@ fn flash_deploys_rolls_back_and_survives_a_broken_copy() {
         serde_json::from_slice(&std::fs::read(live.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["board"], "x86_64");
     assert!(manifest["files"]["model/backbone.onnx"]["sha256"].as_str().is_some_and(|s| s.len() == 64));
+    let digest = cdnet_shared::bundle::Bundle::open(&demo).unwrap().card.digest().unwrap();
+    assert_eq!(manifest["card_sha256"].as_str(), Some(digest.as_str()), "the manifest names another card");
     assert_eq!(std::fs::read_dir(board.join("incoming")).unwrap().count(), 0, "leftovers in incoming/");
 
     // 2. A release whose model card no longer matches its graphs: it installs (its files match its
