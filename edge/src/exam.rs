@@ -141,11 +141,6 @@ impl ExamTracker {
         Some(FinishedExam { number: self.number, started_ms, ended_ms: self.last_ms, verdict, key_frames: shots })
     }
 
-    /// The verdict so far (once there are enough gated frames).
-    pub fn verdict(&self) -> Option<ExamVerdict> {
-        self.exam.verdict()
-    }
-
     /// The screen's exam line.
     pub fn line(&self) -> ExamLine {
         let (frames, refused) = self.exam.counts();

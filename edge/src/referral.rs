@@ -10,7 +10,7 @@
 
 use crate::exam::FinishedExam;
 use crate::screen::{Canvas, draw_scan, fill, text};
-use crate::session_log::SessionLog;
+use crate::session_log::{SessionLog, write_durably};
 use anyhow::{Context, Result};
 use cdnet_shared::exam::ExamRule;
 use embedded_graphics::mono_font::MonoTextStyle;
@@ -18,8 +18,6 @@ use embedded_graphics::mono_font::ascii::{FONT_6X10, FONT_10X20};
 use embedded_graphics::pixelcolor::Rgb888;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Page size: A4 at 100 dpi.
@@ -66,7 +64,7 @@ impl SheetContext {
         Ok(SheetContext {
             model: card.name.clone(),
             card_sha256: card.digest().map_err(|e| anyhow::anyhow!("the card's digest: {e}"))?,
-            labels: (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect(),
+            labels: card.labels.display_names(),
             short_labels: card.labels.names().to_vec(),
             input_size: card.preprocess.input_size,
             rule: card.exam,
@@ -324,11 +322,7 @@ pub fn write_sheet(dir: &Path, exam: &FinishedExam, context: &SheetContext) -> R
     )
     .context("cannot encode the referral sheet")?;
     let path = dir.join(sheet_name(exam));
-    let tmp = dir.join(format!(".{}.tmp", sheet_name(exam)));
-    let mut file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(&png).and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot flush {} to disk", dir.display()))?;
+    write_durably(&path, &png)?;
     Ok(path)
 }
 

@@ -313,11 +313,12 @@ fn serve_frames(
                 continue;
             }
         };
+        let frame = Arc::new(frame);
         let reply = match &verdict {
             FrameVerdict::Classified(inference) => Outgoing::Result {
                 result: to_message(seq, inference, card.preprocess.input_size),
                 received,
-                frame: None,
+                frame: logging_frames.then(|| frame.clone()),
             },
             FrameVerdict::NoEye { refusal, .. } => Outgoing::NoEye {
                 reply: NoEye { seq, reason: refusal.code(), score: refusal.score() },
@@ -331,12 +332,6 @@ fn serve_frames(
             pixels: frame.pixels.clone(),
             verdict,
         });
-        let reply = match reply {
-            Outgoing::Result { result, received, .. } => {
-                Outgoing::Result { result, received, frame: logging_frames.then(|| Arc::new(frame)) }
-            }
-            other => other,
-        };
         let _ = outbox.send(reply);
         let new_session = shared.new_session.swap(false, Ordering::Relaxed);
         finished(exams.record(new_session, &shown, started.elapsed().as_millis() as u64, now_ms()));

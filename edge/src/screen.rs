@@ -223,7 +223,7 @@ impl ScreenState {
     pub fn for_card(card: &ModelCard, heatmap_opacity: f32) -> Self {
         ScreenState {
             model: card.name.clone(),
-            labels: (0..card.labels.len()).map(|i| card.labels.display_name(i).unwrap_or("?").to_string()).collect(),
+            labels: card.labels.display_names(),
             short_labels: card.labels.names().to_vec(),
             input_size: card.preprocess.input_size,
             link: LinkStatus::Waiting,

@@ -127,6 +127,19 @@ impl SessionLog {
     }
 }
 
+/// Writes `bytes` as `path` so that after a power cut the file is either whole or absent: into a
+/// temporary file beside it, flushed, renamed over `path`, and the folder flushed.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        anyhow::bail!("{} is not a file path", path.display());
+    };
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let mut file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    sync_dir(dir)
+}
+
 /// Flushes the folder's entries (created and renamed files) to disk.
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

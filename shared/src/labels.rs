@@ -99,6 +99,11 @@ impl LabelSet {
         let code = self.name(index)?;
         Some(OCULAR_CLASSES.iter().find(|(c, _)| *c == code).map_or(code, |(_, full)| full))
     }
+
+    /// Every class's [`display_name`](Self::display_name), in index order.
+    pub fn display_names(&self) -> Vec<String> {
+        (0..self.len()).filter_map(|i| self.display_name(i).map(String::from)).collect()
+    }
 }
 
 impl TryFrom<Vec<String>> for LabelSet {
@@ -131,6 +136,7 @@ mod tests {
         let set = LabelSet::new(["benign", "malignant", "normal"]).unwrap();
         assert_eq!(set.len(), 3);
         assert_eq!(set.display_name(1), Some("malignant"));
+        assert_eq!(set.display_names(), ["benign", "malignant", "normal"]);
     }
 
     #[test]
