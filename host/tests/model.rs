@@ -265,6 +265,7 @@ fn step_config(loss: LossKind, train_heads: bool) -> StepConfig {
         center: CenterZoomParams::default(),
         train_heads,
         heads_train_backbone: false,
+        lesion_evidence: None,
     }
 }
 

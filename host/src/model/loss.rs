@@ -119,3 +119,49 @@ pub fn cross_entropy(logits: Tensor<2>, labels: &[usize]) -> Tensor<1> {
     let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [b, k]), &logits.device());
     -(log_softmax(logits, 1) * one_hot).sum_dim(1).mean()
 }
+
+/// The heatmap's peak-to-mean ratio per image, in logs: `log(softpeak(H)) − log(mean(H))`, `[B]`.
+///
+/// The peak is a log-sum-exp over cells at `sharpness` times the image's mean, so it follows the
+/// largest cells without passing all the gradient through one. Both parts scale with the map, so
+/// the ratio says how concentrated the map is, not how large.
+pub fn peak_to_mean(heatmap: Tensor<4>, sharpness: f64) -> Tensor<1> {
+    let [b, _, h, w] = heatmap.dims();
+    let cells = heatmap.reshape([b, h * w]);
+    let mean = cells.clone().mean_dim(1) + 1e-6; // [B, 1]
+    let scaled = cells / mean.clone() * sharpness;
+    let max = scaled.clone().detach().max_dim(1);
+    let peak = ((scaled - max.clone()).exp().mean_dim(1).log() + max) / sharpness; // softpeak / mean
+    (peak + 1e-6).log().reshape([b])
+}
+
+/// Lesion evidence: every abnormal image's heatmap should be more concentrated than every normal
+/// image's, `mean over (abnormal a, normal n) of softplus(c_n − c_a)` with `c` = [`peak_to_mean`].
+///
+/// Why: cross-entropy alone is satisfied by attention on the place where lesions usually are (the
+/// posterior pole), which normal eyes have too. Ranking the concentration of lesion images above
+/// that of normal ones makes a peak on an anatomical landmark cost, and one on the lesion pay. A
+/// flat map cannot satisfy it, nor can a map that is merely larger in lesion images (the ratio
+/// ignores scale). `None` when the batch lacks either kind of image.
+pub fn lesion_evidence(heatmap: Tensor<4>, labels: &[usize], normal: usize, sharpness: f64) -> Option<Tensor<1>> {
+    let abnormal: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] != normal).collect();
+    let normals: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == normal).collect();
+    if abnormal.is_empty() || normals.is_empty() {
+        return None;
+    }
+    let device = heatmap.device();
+    let concentration = peak_to_mean(heatmap, sharpness);
+    let pick = |rows: &[usize]| {
+        let rows: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
+        concentration.clone().select(0, index)
+    };
+    let (a, n) = (pick(&abnormal), pick(&normals));
+    let margins = n.reshape([1, normals.len()]) - a.reshape([abnormal.len(), 1]); // [A, N]
+    Some(softplus(margins).mean())
+}
+
+/// `log(1 + eˣ)`, computed stably.
+fn softplus(x: Tensor<2>) -> Tensor<2> {
+    x.clone().clamp_min(0.0) + (-x.abs()).exp().log1p()
+}

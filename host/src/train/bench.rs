@@ -76,7 +76,7 @@ pub fn bench_step(
     let mut model = config.cdnet(CLASSES)?.init(&device);
     let mut optimizer = config.adam(true).init();
     // The step after any cross-entropy warm-up: the configured loss and views.
-    let step = config.step(true, config.training.warmup_epochs + 1);
+    let step = config.step(true, config.training.warmup_epochs + 1, None);
     let mut rng = ChaCha8Rng::seed_from_u64(config.training.seed);
     let batch = synthetic_batch(run.batch, size);
     let mut step_seconds = Vec::new();

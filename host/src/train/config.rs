@@ -9,7 +9,7 @@ use crate::model::cmz::CmzConfig;
 use crate::model::loss::HcdConfig;
 use crate::model::wsll::AttentionActivation;
 use crate::model::{CdnetConfig, EfficientNetConfig};
-use crate::train::step::{LossKind, StepConfig, ZoomKind};
+use crate::train::step::{LesionEvidence, LossKind, StepConfig, ZoomKind};
 use burn::optim::{AdamConfig, decay::WeightDecayConfig};
 use cdnet_shared::{CenterZoomParams, CropProfile};
 use serde::{Deserialize, Serialize};
@@ -109,6 +109,12 @@ pub struct LossSection {
     /// (`model.backbone_weights`); from scratch, `true` keeps the contrastive loss from settling in
     /// a collapsed state and trains far faster.
     pub heads_train_backbone: bool,
+    /// Weight of the lesion-evidence term on the heatmap (0 = off, the reference): lesion images'
+    /// heatmaps are ranked as more concentrated than normal images' (`model::loss::lesion_evidence`).
+    /// Needs a class named `normal` (any case) and `model.wsll = true`.
+    pub lesion_evidence: f64,
+    /// Sharpness of that term's soft peak, in units of the image's mean heatmap value.
+    pub evidence_sharpness: f64,
 }
 
 impl Default for LossSection {
@@ -119,6 +125,8 @@ impl Default for LossSection {
             lambda: 0.1,
             off_diagonal: 0.005,
             heads_train_backbone: false,
+            lesion_evidence: 0.0,
+            evidence_sharpness: 2.0,
         }
     }
 }
@@ -396,6 +404,12 @@ impl TrainConfig {
                 self.training.warmup_epochs, self.training.epochs
             ));
         }
+        if self.loss.lesion_evidence > 0.0 && !self.model.wsll {
+            return invalid(
+                "loss.lesion_evidence works on the WSLL heatmap: set model.wsll = true or loss.lesion_evidence = 0"
+                    .into(),
+            );
+        }
         if self.training.batch_size < 2 {
             return invalid("training.batch_size must be at least 2 (batch statistics and contrastive pairs)".into());
         }
@@ -433,6 +447,8 @@ impl TrainConfig {
             ("loss.temperature", self.loss.temperature, Positive),
             ("loss.lambda", self.loss.lambda, NonNegative),
             ("loss.off_diagonal", self.loss.off_diagonal, NonNegative),
+            ("loss.lesion_evidence", self.loss.lesion_evidence, NonNegative),
+            ("loss.evidence_sharpness", self.loss.evidence_sharpness, Positive),
             ("zoom.bbox_threshold", f64::from(self.zoom.bbox_threshold), Fraction),
             ("zoom.test_threshold", f64::from(self.zoom.test_threshold), Fraction),
             ("zoom.test_padding", self.zoom.test_padding, Padding),
@@ -508,8 +524,9 @@ impl TrainConfig {
     }
 
     /// The step configuration of the joint regime (`train_heads = true`) or stage 1, in `epoch`
-    /// (warm-up epochs train with cross-entropy only).
-    pub fn step(&self, train_heads: bool, epoch: usize) -> StepConfig {
+    /// (warm-up epochs train with cross-entropy only). `normal_class`: the index of the class of
+    /// normal images, where the data set has one (the lesion-evidence term needs it).
+    pub fn step(&self, train_heads: bool, epoch: usize, normal_class: Option<usize>) -> StepConfig {
         let warm_up = epoch <= self.training.warmup_epochs;
         StepConfig {
             loss: if warm_up { LossKind::Ce } else { self.loss.kind },
@@ -524,6 +541,13 @@ impl TrainConfig {
             center: self.center_zoom(),
             train_heads: train_heads || warm_up,
             heads_train_backbone: self.loss.heads_train_backbone,
+            lesion_evidence: normal_class.filter(|_| self.loss.lesion_evidence > 0.0).map(|normal_class| {
+                LesionEvidence {
+                    weight: self.loss.lesion_evidence,
+                    sharpness: self.loss.evidence_sharpness,
+                    normal_class,
+                }
+            }),
         }
     }
 

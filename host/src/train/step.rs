@@ -18,7 +18,7 @@
 
 use crate::model::cmz::{CmzConfig, contrastive_crop, gen_bbox};
 use crate::model::infer::{planes_to_batch, to_vec};
-use crate::model::loss::{HcdConfig, cross_entropy, hcd, supcon};
+use crate::model::loss::{HcdConfig, cross_entropy, hcd, lesion_evidence, supcon};
 use crate::model::{Cdnet, Extracted};
 use burn::prelude::*;
 use cdnet_shared::CenterZoomParams;
@@ -68,6 +68,20 @@ pub struct StepConfig {
     /// Let the heads' cross-entropy train the backbone too (a contrastive + CE hybrid). `false` is
     /// the reference: heads see detached features, only the contrastive loss shapes the backbone.
     pub heads_train_backbone: bool,
+    /// The lesion-evidence term on the heatmap ([`lesion_evidence`]); `None` leaves it out (the
+    /// reference).
+    pub lesion_evidence: Option<LesionEvidence>,
+}
+
+/// The lesion-evidence term's settings for a training run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LesionEvidence {
+    /// Its weight in the loss.
+    pub weight: f64,
+    /// Sharpness of the soft peak, in units of the image's mean heatmap value.
+    pub sharpness: f64,
+    /// The class index of normal (lesion-free) images.
+    pub normal_class: usize,
 }
 
 /// A batch: normalised `n × n` planes and their labels.
@@ -88,6 +102,9 @@ pub struct LossParts {
     pub pull_push: f32,
     /// Decoupling (0 unless HCD).
     pub decouple: f32,
+    /// Lesion evidence (0 without it, or in a batch without both normal and lesion images).
+    #[serde(default)]
+    pub evidence: f32,
     /// CE of the prediction head used at inference.
     pub ce: f32,
     /// Training accuracy of that head on this batch.
@@ -199,12 +216,20 @@ pub fn training_loss(
         };
         prediction = Some(logits);
     }
+    let mut evidence = None;
+    if let (Some(settings), Some(heatmap)) = (config.lesion_evidence, global.heatmap.clone())
+        && let Some(term) = lesion_evidence(heatmap, labels, settings.normal_class, settings.sharpness)
+    {
+        evidence = Some(term.clone());
+        add(term * settings.weight);
+    }
     let loss = loss.expect("at least one loss term");
     let mut parts = LossParts::default();
     let scalar = |t: &Tensor<1>| to_vec(t.clone().detach()).first().copied().unwrap_or(f32::NAN);
     parts.total = scalar(&loss);
     parts.pull_push = pull_push.as_ref().map_or(0.0, scalar);
     parts.decouple = decouple.as_ref().map_or(0.0, scalar);
+    parts.evidence = evidence.as_ref().map_or(0.0, scalar);
     if let Some(logits) = prediction {
         parts.ce = scalar(&cross_entropy(logits.clone().detach(), labels));
         parts.accuracy = accuracy(&to_vec(logits.detach()), labels);

@@ -20,6 +20,7 @@ use crate::model::{Cdnet, weights};
 use anyhow::{Context, Result, bail};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
+use cdnet_shared::labels::LabelSet;
 use cdnet_shared::zoom::zoom_view;
 use cdnet_shared::{CenterZoomParams, Normalization, PreprocessConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -162,6 +163,19 @@ fn progress_bar(len: usize, prefix: String, enabled: bool) -> ProgressBar {
     bar
 }
 
+/// The index of the class of normal images, which the lesion-evidence term needs.
+fn normal_class(config: &TrainConfig, labels: &LabelSet) -> Result<Option<usize>> {
+    let normal = labels.names().iter().position(|name| name.eq_ignore_ascii_case("normal"));
+    if config.loss.lesion_evidence > 0.0 && normal.is_none() {
+        bail!(
+            "loss.lesion_evidence ranks lesion images against normal ones, but no class is named \"normal\" \
+             (classes: {}); rename the class folder of lesion-free images to normal, or set loss.lesion_evidence = 0",
+            labels.names().join(", ")
+        );
+    }
+    Ok(normal)
+}
+
 /// Mean of the loss parts over steps.
 fn mean_parts(parts: &[LossParts]) -> LossParts {
     let n = parts.len().max(1) as f32;
@@ -170,6 +184,7 @@ fn mean_parts(parts: &[LossParts]) -> LossParts {
         total: sum(|p| p.total),
         pull_push: sum(|p| p.pull_push),
         decouple: sum(|p| p.decouple),
+        evidence: sum(|p| p.evidence),
         ce: sum(|p| p.ce),
         accuracy: sum(|p| p.accuracy),
     }
@@ -262,6 +277,7 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
             data.train.len().clamp(2, 32)
         );
     }
+    let normal_class = normal_class(&config, &data.labels)?;
     let n = config.model.input_size;
     let base = device_for(options.backend)?;
     let device = base.clone().autodiff();
@@ -326,7 +342,7 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
         for epoch in state.epochs_done + 1..=config.training.epochs {
             // Stage 1 trains the heads too when their CE is meant to shape the backbone (hybrid);
             // stage 2 then refits them on the inference path.
-            let step_config = config.step(!two_stage || config.loss.heads_train_backbone, epoch);
+            let step_config = config.step(!two_stage || config.loss.heads_train_backbone, epoch, normal_class);
             let epoch_start = Instant::now();
             let seed = epoch_seed(config.training.seed, 1, epoch);
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
