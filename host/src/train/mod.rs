@@ -3,9 +3,11 @@
 pub mod allocator;
 pub mod augment;
 pub mod bench;
+mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod eval;
+mod heads;
 pub mod metrics;
 mod range;
 pub mod report;

@@ -1,6 +1,6 @@
 //! The training loop: epochs of shuffled, augmented batches; validation; best-on-val model;
-//! atomic per-epoch checkpoints and exact resume; the two-stage regime's head training; final
-//! evaluation and reports.
+//! per-epoch checkpoints and exact resume (the file: `checkpoint`); the two-stage regime's head
+//! training (`heads`); final evaluation and reports.
 //!
 //! Determinism: everything random in epoch `e` (shuffle, augmentation, zoom crops, burn's device
 //! RNG) is seeded from `(seed, stage, e)`. A checkpoint therefore needs only the weights, the
@@ -8,20 +8,20 @@
 //! run does (on the CPU backend, which computes deterministically).
 
 use super::augment::augment;
+use super::checkpoint::{CHECKPOINT, TrainState, epoch_seed, load_checkpoint, save_checkpoint};
 use super::config::{LrSchedule, Regime, TrainConfig};
 use super::device::{Backend, device_for};
-use super::eval::{Evaluation, evaluate, normalised, summary, write_reports};
+use super::eval::{Evaluation, evaluate, summary, write_reports};
+use super::heads::train_heads;
 use super::report::{EpochPoint, curves};
-use super::step::{Batch, LossParts, head_loss, training_loss};
+use super::step::{Batch, LossParts, training_loss};
 use crate::data::{Dataset, Sample, load};
-use crate::model::infer::{planes_to_batch, to_vec};
-use crate::model::saved::{ModelInfo, model_bytes, model_from_bytes, save, write_atomic};
-use crate::model::{Cdnet, weights};
+use crate::model::saved::{ModelInfo, model_bytes, model_from_bytes, save};
+use crate::model::{Cdnet, CdnetConfig, weights};
 use anyhow::{Context, Result, bail};
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use cdnet_shared::labels::LabelSet;
-use cdnet_shared::zoom::zoom_view;
 use cdnet_shared::{CenterZoomParams, Normalization, PreprocessConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -89,59 +89,6 @@ pub struct EpochRecord {
     pub val_macro_auc: Option<f64>,
 }
 
-/// Checkpointed progress.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct TrainState {
-    /// Stage of the last completed epoch (1 or 2).
-    stage: u8,
-    /// Epochs completed in that stage.
-    epochs_done: usize,
-    /// History of all epochs so far.
-    history: Vec<EpochRecord>,
-    /// Index in `history` of the best epoch so far, and its score.
-    best: Option<(usize, f64)>,
-}
-
-const CHECKPOINT: &str = "checkpoint.ckpt";
-const MAGIC: &[u8; 8] = b"CDNETCK1";
-
-fn save_checkpoint(path: &Path, state: &TrainState, model: &[u8], optimizer: &[u8]) -> Result<()> {
-    let json = serde_json::to_vec(state)?;
-    let mut bytes = Vec::with_capacity(8 + 24 + json.len() + model.len() + optimizer.len());
-    bytes.extend_from_slice(MAGIC);
-    for part in [&json[..], model, optimizer] {
-        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(part);
-    }
-    write_atomic(path, &bytes).with_context(|| format!("cannot write checkpoint {}", path.display()))
-}
-
-fn load_checkpoint(path: &Path) -> Result<(TrainState, Vec<u8>, Vec<u8>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let corrupt = || anyhow::anyhow!("checkpoint {} is damaged or not a cdnet checkpoint", path.display());
-    let mut rest = bytes.strip_prefix(MAGIC).ok_or_else(corrupt)?;
-    let mut parts = Vec::new();
-    for _ in 0..3 {
-        let (len, tail) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
-        let len = u64::from_le_bytes(*len) as usize;
-        let (part, tail) = tail.split_at_checked(len).ok_or_else(corrupt)?;
-        parts.push(part.to_vec());
-        rest = tail;
-    }
-    let optimizer = parts.pop().ok_or_else(corrupt)?;
-    let model = parts.pop().ok_or_else(corrupt)?;
-    let state = serde_json::from_slice(&parts[0]).map_err(|_| corrupt())?;
-    Ok((state, model, optimizer))
-}
-
-/// SplitMix-style mixing of the seed with stage and epoch.
-fn epoch_seed(seed: u64, stage: u8, epoch: usize) -> u64 {
-    let mut z = seed ^ ((stage as u64) << 56) ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn learning_rate(config: &TrainConfig, epoch: usize) -> f64 {
     match config.optim.schedule {
         LrSchedule::Constant => config.optim.lr,
@@ -177,7 +124,7 @@ fn normal_class(config: &TrainConfig, labels: &LabelSet) -> Result<Option<usize>
 }
 
 /// Mean of the loss parts over steps.
-fn mean_parts(parts: &[LossParts]) -> LossParts {
+pub(super) fn mean_parts(parts: &[LossParts]) -> LossParts {
     let n = parts.len().max(1) as f32;
     let sum = |f: fn(&LossParts) -> f32| parts.iter().map(f).sum::<f32>() / n;
     LossParts {
@@ -191,24 +138,24 @@ fn mean_parts(parts: &[LossParts]) -> LossParts {
 }
 
 /// Everything the epochs share.
-struct Run<'a> {
-    config: &'a TrainConfig,
-    data: &'a Dataset,
+pub(super) struct Run<'a> {
+    pub(super) config: &'a TrainConfig,
+    pub(super) data: &'a Dataset,
     run: &'a Path,
-    device: Device,
+    pub(super) device: Device,
     info: ModelInfo,
-    norm: Normalization,
-    zoom: CenterZoomParams,
+    pub(super) norm: Normalization,
+    pub(super) zoom: CenterZoomParams,
     progress: bool,
 }
 
 impl Run<'_> {
-    fn n(&self) -> usize {
+    pub(super) fn n(&self) -> usize {
         self.config.model.input_size
     }
 
     /// Validation metrics of `model` (eval mode), if there is a validation split.
-    fn validate(&self, model: &Cdnet) -> Option<Evaluation> {
+    pub(super) fn validate(&self, model: &Cdnet) -> Option<Evaluation> {
         (!self.data.val.is_empty()).then(|| {
             evaluate(
                 &model.valid(),
@@ -224,7 +171,13 @@ impl Run<'_> {
     }
 
     /// Records an epoch, keeps the best model (by validation macro F1, else the latest).
-    fn finish_epoch(&self, state: &mut TrainState, record: EpochRecord, model: &Cdnet, eligible: bool) -> Result<()> {
+    pub(super) fn finish_epoch(
+        &self,
+        state: &mut TrainState,
+        record: EpochRecord,
+        model: &Cdnet,
+        eligible: bool,
+    ) -> Result<()> {
         let score = record.val_macro_f1.unwrap_or(f64::from(record.epoch as u32));
         state.history.push(record);
         if eligible && state.best.is_none_or(|(_, best)| score > best) {
@@ -241,75 +194,23 @@ impl Run<'_> {
 }
 
 /// Trains (or resumes) a run and evaluates the best model.
+///
+/// Stages: the run folder (and the command the card will name), the data, the model (ImageNet
+/// backbone or checkpoint), stage 1 epochs (the whole joint training), stage 2 (heads of the
+/// two-stage regime), and the final evaluation of the best model.
 pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome> {
     let started = Instant::now();
     let run = &options.out;
     let checkpoint_path = run.join(CHECKPOINT);
-    if options.resume {
-        if !checkpoint_path.is_file() {
-            bail!("nothing to resume: {} has no {CHECKPOINT}; start a new run without --resume", run.display());
-        }
-    } else if run.exists() && run.read_dir().with_context(|| format!("cannot read {}", run.display()))?.next().is_some()
-    {
-        bail!(
-            "run folder {} already exists and is not empty; pass --resume to continue it or choose a new --out",
-            run.display()
-        );
-    }
-    std::fs::create_dir_all(run).with_context(|| format!("cannot create {}", run.display()))?;
-    std::fs::write(run.join("config.toml"), config.to_toml()).context("cannot write config.toml")?;
-    // The card must name the command that started the run, not the one that resumed it.
-    let command_path = run.join("command.txt");
-    let (command, resumed_with) = match (options.resume, std::fs::read_to_string(&command_path)) {
-        (true, Ok(original)) => (original.trim().to_string(), Some(options.command.clone())),
-        _ => {
-            std::fs::write(&command_path, &options.command).context("cannot write command.txt")?;
-            (options.command.clone(), None)
-        }
-    };
-
-    let data = load(&options.data, &config.data_config())?;
-    let batch_size = config.training.batch_size;
-    if batch_size > data.train.len() {
-        bail!(
-            "training.batch_size {batch_size} is larger than the {} training images; lower it (e.g. --batch-size {})",
-            data.train.len(),
-            data.train.len().clamp(2, 32)
-        );
-    }
+    let (command, resumed_with) = prepare_run_folder(&config, options)?;
+    let data = load_training_data(&config, options)?;
     let normal_class = normal_class(&config, &data.labels)?;
-    let n = config.model.input_size;
     let base = device_for(options.backend)?;
     let device = base.clone().autodiff();
     device.seed(config.training.seed);
     let cdnet = config.cdnet(data.labels.len())?;
-    let mut model = cdnet.init(&device);
-    if let Some(path) = &config.model.backbone_weights {
-        let expected = config.model.backbone_weights_sha256.as_deref();
-        let backbone = weights::load_backbone(cdnet.backbone.init(&device), &cdnet.backbone, path, expected)?;
-        model = model.with_backbone(backbone);
-    }
-    let counts = |s: &[Sample]| data.class_counts(s);
-    let info = ModelInfo {
-        format: 1,
-        cdnet: cdnet.clone(),
-        labels: data.labels.clone(),
-        preprocess: PreprocessConfig { input_size: n, crop: data.crop, ..Default::default() },
-        center_zoom: config.center_zoom(),
-        training: serde_json::json!({
-            "command": command,
-            "resumed_with": resumed_with,
-            "config": config,
-            "data": {
-                "root": options.data.display().to_string(),
-                "split_folders": data.report.split_folders,
-                "train": counts(&data.train),
-                "val": counts(&data.val),
-                "test": counts(&data.test),
-            },
-            "trainer": concat!("cdnet ", env!("CARGO_PKG_VERSION")),
-        }),
-    };
+    let mut model = initial_model(&config, &cdnet, &device)?;
+    let info = model_info(&config, options, &data, &cdnet, command, resumed_with);
     let ctx = Run {
         config: &config,
         data: &data,
@@ -324,77 +225,16 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
     let mut optimizer = config.adam(true).init();
     let mut state = TrainState { stage: 1, ..Default::default() };
     if options.resume {
-        let (saved, model_bytes_saved, optimizer_bytes) = load_checkpoint(&checkpoint_path)?;
-        model = model_from_bytes(model, model_bytes_saved)
-            .map_err(|e| anyhow::anyhow!("checkpoint does not fit the configured model: {e}"))?;
-        if saved.stage == 1 {
-            optimizer = optimizer
-                .from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer_bytes))
-                .map_err(|e| anyhow::anyhow!("checkpoint optimiser state: {e}"))?;
-        }
-        tracing::info!("resuming {} after stage {} epoch {}", run.display(), saved.stage, saved.epochs_done);
-        state = saved;
+        (model, optimizer, state) = resume(&checkpoint_path, model, optimizer)?;
     }
 
     // Stage 1 (or the whole joint training).
     let mut throughput = Vec::new();
     if state.stage == 1 {
         for epoch in state.epochs_done + 1..=config.training.epochs {
-            // Stage 1 trains the heads too when their CE is meant to shape the backbone (hybrid);
-            // stage 2 then refits them on the inference path.
-            let step_config = config.step(!two_stage || config.loss.heads_train_backbone, epoch, normal_class);
-            let epoch_start = Instant::now();
-            let seed = epoch_seed(config.training.seed, 1, epoch);
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            device.seed(seed);
-            let lr = learning_rate(&config, epoch);
-            let mut order: Vec<usize> = (0..data.train.len()).collect();
-            order.shuffle(&mut rng);
-            let steps = order.len() / batch_size;
-            tracing::info!("epoch {epoch}/{} started ({steps} steps, lr {lr:.2e})", config.training.epochs);
-            let bar = progress_bar(steps, format!("epoch {epoch}/{}", config.training.epochs), ctx.progress);
-            let mut parts = Vec::with_capacity(steps);
-            for (step, indices) in order.chunks_exact(batch_size).enumerate() {
-                let batch = make_batch(&data.train, indices, n, &config, &mut rng);
-                let out = training_loss(&model, &batch, n, &step_config, &mut rng, &device);
-                if !out.parts.total.is_finite() {
-                    bar.abandon();
-                    bail!(
-                        "the loss became {} at epoch {epoch} step {} — training stopped; the last good checkpoint \
-                         (after epoch {}) is {}; lower optim.lr or check the data",
-                        out.parts.total,
-                        step + 1,
-                        epoch - 1,
-                        checkpoint_path.display()
-                    );
-                }
-                let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-                model = optimizer.step(lr, model, grads);
-                parts.push(out.parts);
-                let seconds = epoch_start.elapsed().as_secs_f64();
-                bar.set_message(format!(
-                    "loss {:.4} lr {lr:.1e} {:.1} img/s",
-                    out.parts.total,
-                    ((step + 1) * batch_size) as f64 / seconds.max(1e-9)
-                ));
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            let seconds = epoch_start.elapsed().as_secs_f64();
-            let images_per_second = (steps * batch_size) as f64 / seconds.max(1e-9);
-            throughput.push(images_per_second);
-            let val = if two_stage { None } else { ctx.validate(&model) };
-            let record = EpochRecord {
-                stage: 1,
-                epoch,
-                loss: mean_parts(&parts),
-                lr,
-                images_per_second,
-                seconds,
-                val_accuracy: val.as_ref().map(|v| v.metrics.accuracy),
-                val_macro_f1: val.as_ref().map(|v| v.metrics.macro_f1),
-                val_macro_auc: val.as_ref().and_then(|v| v.metrics.macro_auc),
-            };
+            let (trained, record) = train_epoch(&ctx, model, &mut optimizer, epoch, normal_class, &checkpoint_path)?;
+            model = trained;
+            throughput.push(record.images_per_second);
             log_epoch(&record, config.training.epochs);
             ctx.finish_epoch(&mut state, record, &model, !two_stage)?;
             state.epochs_done = epoch;
@@ -417,8 +257,201 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
         train_heads(&ctx, &mut model, &mut state, &checkpoint_path, &config.adam(false))?;
     }
 
-    // Final evaluation of the best model.
-    let (best_model, _) = crate::model::saved::load(&run.join("best"), &base)?;
+    let (split, evaluation) = evaluate_best(&ctx, &state, &base)?;
+    Ok(TrainOutcome {
+        run: run.clone(),
+        eval_split: split.to_string(),
+        best_epoch: state.best.map_or(0, |b| b.0 + 1),
+        evaluation,
+        seconds: started.elapsed().as_secs_f64(),
+        images_per_second: if throughput.is_empty() {
+            0.0
+        } else {
+            throughput.iter().sum::<f64>() / throughput.len() as f64
+        },
+    })
+}
+
+/// Checks the run folder (new and empty, or holding a checkpoint to resume), writes the config,
+/// and returns the command that started the run (the card names it, not the one that resumed it)
+/// and, when resuming, the one that resumed it.
+fn prepare_run_folder(config: &TrainConfig, options: &TrainOptions) -> Result<(String, Option<String>)> {
+    let run = &options.out;
+    if options.resume {
+        if !run.join(CHECKPOINT).is_file() {
+            bail!("nothing to resume: {} has no {CHECKPOINT}; start a new run without --resume", run.display());
+        }
+    } else if run.exists() && run.read_dir().with_context(|| format!("cannot read {}", run.display()))?.next().is_some()
+    {
+        bail!(
+            "run folder {} already exists and is not empty; pass --resume to continue it or choose a new --out",
+            run.display()
+        );
+    }
+    std::fs::create_dir_all(run).with_context(|| format!("cannot create {}", run.display()))?;
+    std::fs::write(run.join("config.toml"), config.to_toml()).context("cannot write config.toml")?;
+    let command_path = run.join("command.txt");
+    Ok(match (options.resume, std::fs::read_to_string(&command_path)) {
+        (true, Ok(original)) => (original.trim().to_string(), Some(options.command.clone())),
+        _ => {
+            std::fs::write(&command_path, &options.command).context("cannot write command.txt")?;
+            (options.command.clone(), None)
+        }
+    })
+}
+
+/// The data set, checked against the batch size.
+fn load_training_data(config: &TrainConfig, options: &TrainOptions) -> Result<Dataset> {
+    let data = load(&options.data, &config.data_config())?;
+    let batch_size = config.training.batch_size;
+    if batch_size > data.train.len() {
+        bail!(
+            "training.batch_size {batch_size} is larger than the {} training images; lower it (e.g. --batch-size {})",
+            data.train.len(),
+            data.train.len().clamp(2, 32)
+        );
+    }
+    Ok(data)
+}
+
+/// A freshly initialised network, with the configured pretrained backbone loaded (sha256-checked).
+fn initial_model(config: &TrainConfig, cdnet: &CdnetConfig, device: &Device) -> Result<Cdnet> {
+    let model = cdnet.init(device);
+    let Some(path) = &config.model.backbone_weights else { return Ok(model) };
+    let expected = config.model.backbone_weights_sha256.as_deref();
+    let backbone = weights::load_backbone(cdnet.backbone.init(device), &cdnet.backbone, path, expected)?;
+    Ok(model.with_backbone(backbone))
+}
+
+/// What the saved model records about itself and its training.
+fn model_info(
+    config: &TrainConfig,
+    options: &TrainOptions,
+    data: &Dataset,
+    cdnet: &CdnetConfig,
+    command: String,
+    resumed_with: Option<String>,
+) -> ModelInfo {
+    let counts = |s: &[Sample]| data.class_counts(s);
+    ModelInfo {
+        format: 1,
+        cdnet: cdnet.clone(),
+        labels: data.labels.clone(),
+        preprocess: PreprocessConfig { input_size: config.model.input_size, crop: data.crop, ..Default::default() },
+        center_zoom: config.center_zoom(),
+        training: serde_json::json!({
+            "command": command,
+            "resumed_with": resumed_with,
+            "config": config,
+            "data": {
+                "root": options.data.display().to_string(),
+                "split_folders": data.report.split_folders,
+                "train": counts(&data.train),
+                "val": counts(&data.val),
+                "test": counts(&data.test),
+            },
+            "trainer": concat!("cdnet ", env!("CARGO_PKG_VERSION")),
+        }),
+    }
+}
+
+/// The model, optimiser and training state saved in the checkpoint. Stage 2 starts a fresh head
+/// optimiser, so only a stage-1 checkpoint's optimiser state is restored.
+fn resume(
+    checkpoint_path: &Path,
+    model: Cdnet,
+    optimizer: ModuleOptimizer,
+) -> Result<(Cdnet, ModuleOptimizer, TrainState)> {
+    let (saved, model_bytes_saved, optimizer_bytes) = load_checkpoint(checkpoint_path)?;
+    let model = model_from_bytes(model, model_bytes_saved)
+        .map_err(|e| anyhow::anyhow!("checkpoint does not fit the configured model: {e}"))?;
+    let optimizer = if saved.stage == 1 {
+        optimizer
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer_bytes))
+            .map_err(|e| anyhow::anyhow!("checkpoint optimiser state: {e}"))?
+    } else {
+        optimizer
+    };
+    tracing::info!(
+        "resuming from {} after stage {} epoch {}",
+        checkpoint_path.display(),
+        saved.stage,
+        saved.epochs_done
+    );
+    Ok((model, optimizer, saved))
+}
+
+/// One stage-1 epoch: shuffled batches, a step each, then validation (joint regime). A non-finite
+/// loss stops training with the checkpoint to go back to.
+fn train_epoch(
+    ctx: &Run<'_>,
+    mut model: Cdnet,
+    optimizer: &mut ModuleOptimizer,
+    epoch: usize,
+    normal_class: Option<usize>,
+    checkpoint_path: &Path,
+) -> Result<(Cdnet, EpochRecord)> {
+    let config = ctx.config;
+    let (n, batch_size) = (ctx.n(), config.training.batch_size);
+    let two_stage = config.training.regime == Regime::TwoStage;
+    // Stage 1 trains the heads too when their CE is meant to shape the backbone (hybrid); stage 2
+    // then refits them on the inference path.
+    let step_config = config.step(!two_stage || config.loss.heads_train_backbone, epoch, normal_class);
+    let epoch_start = Instant::now();
+    let seed = epoch_seed(config.training.seed, 1, epoch);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    ctx.device.seed(seed);
+    let lr = learning_rate(config, epoch);
+    let mut order: Vec<usize> = (0..ctx.data.train.len()).collect();
+    order.shuffle(&mut rng);
+    let steps = order.len() / batch_size;
+    tracing::info!("epoch {epoch}/{} started ({steps} steps, lr {lr:.2e})", config.training.epochs);
+    let bar = progress_bar(steps, format!("epoch {epoch}/{}", config.training.epochs), ctx.progress);
+    let mut parts = Vec::with_capacity(steps);
+    for (step, indices) in order.chunks_exact(batch_size).enumerate() {
+        let batch = make_batch(&ctx.data.train, indices, n, config, &mut rng);
+        let out = training_loss(&model, &batch, n, &step_config, &mut rng, &ctx.device);
+        if !out.parts.total.is_finite() {
+            bar.abandon();
+            bail!(
+                "the loss became {} at epoch {epoch} step {} — training stopped; the last good checkpoint \
+                 (after epoch {}) is {}; lower optim.lr or check the data",
+                out.parts.total,
+                step + 1,
+                epoch - 1,
+                checkpoint_path.display()
+            );
+        }
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        model = optimizer.step(lr, model, grads);
+        parts.push(out.parts);
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        let rate = ((step + 1) * batch_size) as f64 / seconds.max(1e-9);
+        bar.set_message(format!("loss {:.4} lr {lr:.1e} {rate:.1} img/s", out.parts.total));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let seconds = epoch_start.elapsed().as_secs_f64();
+    let val = if two_stage { None } else { ctx.validate(&model) };
+    let record = EpochRecord {
+        stage: 1,
+        epoch,
+        loss: mean_parts(&parts),
+        lr,
+        images_per_second: (steps * batch_size) as f64 / seconds.max(1e-9),
+        seconds,
+        val_accuracy: val.as_ref().map(|v| v.metrics.accuracy),
+        val_macro_f1: val.as_ref().map(|v| v.metrics.macro_f1),
+        val_macro_auc: val.as_ref().and_then(|v| v.metrics.macro_auc),
+    };
+    Ok((model, record))
+}
+
+/// Evaluates the best saved model on the held-out split (test, else val, else train with a
+/// warning) and writes metrics.json, the plots and the training curves.
+fn evaluate_best(ctx: &Run<'_>, state: &TrainState, base: &Device) -> Result<(&'static str, Evaluation)> {
+    let (best_model, _) = crate::model::saved::load(&ctx.run.join("best"), base)?;
+    let data = ctx.data;
     let (split, samples) = match data.eval_split() {
         (_, []) => {
             tracing::warn!("no validation or test images: the final metrics are on the training images");
@@ -430,15 +463,15 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
         &best_model,
         samples,
         data.labels.names(),
-        n,
+        ctx.n(),
         &ctx.norm,
         &ctx.zoom,
-        config.training.eval_batch_size,
-        &base,
+        ctx.config.training.eval_batch_size,
+        base,
     );
-    let plots = run.join("plots");
-    write_reports(&evaluation, samples, split, n, &ctx.norm, &plots)?;
-    std::fs::copy(plots.join("metrics.json"), run.join("metrics.json")).context("cannot write metrics.json")?;
+    let plots = ctx.run.join("plots");
+    write_reports(&evaluation, samples, split, ctx.n(), &ctx.norm, &plots)?;
+    std::fs::copy(plots.join("metrics.json"), ctx.run.join("metrics.json")).context("cannot write metrics.json")?;
     let points: Vec<EpochPoint> = state
         .history
         .iter()
@@ -456,18 +489,7 @@ pub fn train(config: TrainConfig, options: &TrainOptions) -> Result<TrainOutcome
         state.best.map_or(0, |b| b.0 + 1),
         summary(&evaluation.metrics)
     );
-    Ok(TrainOutcome {
-        run: run.clone(),
-        eval_split: split.to_string(),
-        best_epoch: state.best.map_or(0, |b| b.0 + 1),
-        evaluation,
-        seconds: started.elapsed().as_secs_f64(),
-        images_per_second: if throughput.is_empty() {
-            0.0
-        } else {
-            throughput.iter().sum::<f64>() / throughput.len() as f64
-        },
-    })
+    Ok((split, evaluation))
 }
 
 /// Augments and normalises the images of one batch. Each image gets its own RNG seeded from the
@@ -488,7 +510,7 @@ fn make_batch(samples: &[Sample], indices: &[usize], n: usize, config: &TrainCon
     Batch { planes, labels: indices.iter().map(|&i| samples[i].label).collect() }
 }
 
-fn log_epoch(r: &EpochRecord, epochs: usize) {
+pub(super) fn log_epoch(r: &EpochRecord, epochs: usize) {
     let val = match (r.val_accuracy, r.val_macro_f1) {
         (Some(a), Some(f)) => {
             format!(" | val acc {a:.4} F1 {f:.4} AUC {}", r.val_macro_auc.map_or("n/a".into(), |x| format!("{x:.4}")))
@@ -496,111 +518,16 @@ fn log_epoch(r: &EpochRecord, epochs: usize) {
         _ => String::new(),
     };
     tracing::info!(
-        "stage {} epoch {}/{epochs}: loss {:.4} (pull/push {:.4}, decouple {:.4}, ce {:.4}, train acc {:.3}){val} | {:.1} img/s, {:.1} s",
+        "stage {} epoch {}/{epochs}: loss {:.4} (pull/push {:.4}, decouple {:.4}, lesion evidence {:.4}, ce {:.4}, train acc {:.3}){val} | {:.1} img/s, {:.1} s",
         r.stage,
         r.epoch,
         r.loss.total,
         r.loss.pull_push,
         r.loss.decouple,
+        r.loss.evidence,
         r.loss.ce,
         r.loss.accuracy,
         r.images_per_second,
         r.seconds
     );
-}
-
-/// Inference-path features (global, centre-zoom local) of every sample, from the frozen model.
-fn frozen_features(ctx: &Run<'_>, model: &Cdnet, samples: &[Sample]) -> (Vec<f32>, Vec<f32>, usize) {
-    let n = ctx.n();
-    let frozen = model.valid();
-    let inner = ctx.device.clone().inner();
-    let (mut global, mut local) = (Vec::new(), Vec::new());
-    let mut dim = 0;
-    for chunk in samples.chunks(ctx.config.training.eval_batch_size) {
-        let planes: Vec<Vec<f32>> = chunk.iter().map(|s| normalised(s, &ctx.norm)).collect();
-        let refs: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
-        let g = frozen.extract(planes_to_batch(&refs, n, &inner));
-        let att = g.attention_mean().map(to_vec).unwrap_or_default();
-        let side = ((att.len() / chunk.len().max(1)) as f64).sqrt() as usize;
-        let views: Vec<Vec<f32>> = planes
-            .iter()
-            .enumerate()
-            .map(|(b, plane)| zoom_view(&att[b * side * side..(b + 1) * side * side], side, plane, n, &ctx.zoom).view)
-            .collect();
-        let view_refs: Vec<&[f32]> = views.iter().map(Vec::as_slice).collect();
-        let l = frozen.extract(planes_to_batch(&view_refs, n, &inner));
-        dim = g.feature.dims()[1];
-        global.extend(to_vec(g.feature));
-        local.extend(to_vec(l.feature));
-    }
-    (global, local, dim)
-}
-
-fn train_heads(
-    ctx: &Run<'_>,
-    model: &mut Cdnet,
-    state: &mut TrainState,
-    checkpoint_path: &Path,
-    adam: &AdamConfig,
-) -> Result<()> {
-    let config = ctx.config;
-    let data = ctx.data;
-    tracing::info!("stage 2: caching frozen inference-path features of {} training images", data.train.len());
-    let (global, local, dim) = frozen_features(ctx, model, &data.train);
-    let labels: Vec<usize> = data.train.iter().map(|s| s.label).collect();
-    let mut optimizer = adam.init();
-    if state.epochs_done > 0 {
-        let (_, _, optimizer_bytes) = load_checkpoint(checkpoint_path)?;
-        optimizer = optimizer
-            .from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer_bytes))
-            .map_err(|e| anyhow::anyhow!("checkpoint optimiser state: {e}"))?;
-    }
-    let inner = ctx.device.clone().inner();
-    let batch_size = config.training.batch_size;
-    let epochs = config.training.head_epochs.max(1);
-    for epoch in state.epochs_done + 1..=epochs {
-        let epoch_start = Instant::now();
-        let mut rng = ChaCha8Rng::seed_from_u64(epoch_seed(config.training.seed, 2, epoch));
-        let mut order: Vec<usize> = (0..labels.len()).collect();
-        order.shuffle(&mut rng);
-        let mut parts = Vec::new();
-        for indices in order.chunks_exact(batch_size) {
-            let rows = |features: &[f32]| {
-                let data: Vec<f32> =
-                    indices.iter().flat_map(|&i| features[i * dim..(i + 1) * dim].iter().copied()).collect();
-                Tensor::<2>::from_data(TensorData::new(data, [indices.len(), dim]), &inner)
-            };
-            let batch_labels: Vec<usize> = indices.iter().map(|&i| labels[i]).collect();
-            let out = head_loss(model, rows(&global), Some(rows(&local)), &batch_labels, &ctx.device);
-            if !out.parts.total.is_finite() {
-                bail!("the head loss became {} in stage 2 epoch {epoch}; lower training.head_lr", out.parts.total);
-            }
-            let grads = GradientsParams::from_grads(out.loss.backward(), &*model);
-            *model = optimizer.step(config.training.head_lr, model.clone(), grads);
-            parts.push(out.parts);
-        }
-        let val = ctx.validate(model);
-        let record = EpochRecord {
-            stage: 2,
-            epoch,
-            loss: mean_parts(&parts),
-            lr: config.training.head_lr,
-            images_per_second: (parts.len() * batch_size) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9),
-            seconds: epoch_start.elapsed().as_secs_f64(),
-            val_accuracy: val.as_ref().map(|v| v.metrics.accuracy),
-            val_macro_f1: val.as_ref().map(|v| v.metrics.macro_f1),
-            val_macro_auc: val.as_ref().and_then(|v| v.metrics.macro_auc),
-        };
-        log_epoch(&record, epochs);
-        ctx.finish_epoch(state, record, model, true)?;
-        state.epochs_done = epoch;
-        let optimizer_bytes = optimizer.into_bytes().map_err(|e| anyhow::anyhow!("{e}"))?.to_vec();
-        save_checkpoint(
-            checkpoint_path,
-            state,
-            &model_bytes(model).map_err(|e| anyhow::anyhow!(e))?,
-            &optimizer_bytes,
-        )?;
-    }
-    Ok(())
 }
