@@ -258,6 +258,9 @@ fn config_errors_name_the_problem() {
     assert!(err.contains("needs zoom views"), "{err}");
     let err = TrainConfig::load(None, &["model.input_size=100".into()]).unwrap_err().to_string();
     assert!(err.contains("multiple of 32"), "{err}");
+    let no_map = ["model.wsll=false".into(), "loss.kind=\"ce\"".into(), "zoom.training=\"none\"".into()];
+    let err = TrainConfig::load(None, &[&no_map[..], &["loss.lesion_evidence=1".into()]].concat()).unwrap_err();
+    assert!(err.to_string().contains("loss.lesion_evidence") && err.to_string().contains("wsll"), "{err}");
     let err = TrainConfig::load(None, &["nonsense".into()]).unwrap_err().to_string();
     assert!(err.contains("key=value"), "{err}");
     let err = TrainConfig::load(None, &["augment.flip_p=3".into()]).unwrap_err().to_string();
@@ -274,6 +277,8 @@ fn config_errors_name_the_problem() {
         ("zoom.test_threshold=1.5", "zoom.test_threshold"),
         ("zoom.test_padding=-0.1", "zoom.test_padding"),
         ("zoom.bbox_threshold=0", "zoom.bbox_threshold"),
+        ("loss.lesion_evidence=-1", "loss.lesion_evidence"),
+        ("loss.evidence_sharpness=0", "loss.evidence_sharpness"),
     ] {
         let err = TrainConfig::load(None, &[set.into()]).unwrap_err().to_string();
         assert!(err.contains(key), "{set}: {err}");
@@ -295,6 +300,22 @@ fn batch_larger_than_the_data_set_and_missing_data_are_clear_errors() {
     assert!(err.contains("batch_size 64") && err.contains("training images"), "{err}");
     let err = train(config, &options(&dir.path().join("missing"), &dir.path().join("r2"))).unwrap_err().to_string();
     assert!(err.contains("does not exist"), "{err}");
+    // The lesion-evidence term ranks lesion images against normal ones: without a normal class it
+    // is refused before any training, naming the classes it found.
+    for split in ["train", "test"] {
+        for folder in [data.join(split).join("Normal"), data.join(split).join("masks").join("Normal")] {
+            if folder.exists() {
+                std::fs::remove_dir_all(folder).unwrap();
+            }
+        }
+    }
+    let manifest = data.join("dataset.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("\"Normal\",", "");
+    std::fs::write(&manifest, text).unwrap();
+    let sets = ["loss.lesion_evidence=1".into(), "training.batch_size=2".into()];
+    let config = TrainConfig::load(Some(&config_file(dir.path(), "")), &sets).unwrap();
+    let err = train(config, &options(&data, &dir.path().join("r3"))).unwrap_err().to_string();
+    assert!(err.contains("no class is named \"normal\"") && err.contains("IOT, RD, PSS, VH"), "{err}");
 }
 
 #[test]
