@@ -13,7 +13,8 @@ pub mod gate;
 pub mod onnx;
 pub mod quantize;
 
-use crate::data::Sample;
+use crate::data::{Dataset, Sample};
+use crate::model::Cdnet;
 use crate::model::infer::predict;
 use crate::model::saved::{self, ModelInfo};
 use crate::train::eval::normalised;
@@ -144,6 +145,66 @@ fn write_bundle(dir: &Path, backbone: &Graph, head: &Graph, card: &mut ModelCard
 pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     let device = Device::flex();
     let (model, info) = saved::load(&options.model, &device)?;
+    check_options(options, &model)?;
+    let (backbone, head) = graphs(options, &info, model.zoom_inference())?;
+    let mut card = card_for(options, &info, model.zoom_inference(), &backbone, &head);
+    let dataset = evaluation_data(options, &info)?;
+    let evaluation = dataset.as_ref().map(|data| {
+        let (split, samples) = data.eval_split();
+        (split.to_string(), samples.to_vec())
+    });
+    card.gate = Some(match &dataset {
+        Some(data) => gate::calibrate_on(data, &GateSettings::default())?,
+        None => {
+            tracing::warn!("no data to calibrate the frame gate on: calibrated on phantom B-scans (pass --data)");
+            gate::calibrate_on_phantom(&info.preprocess, &GateSettings::default())?
+        }
+    });
+
+    // The fp32 bundle (written to the output, or to a scratch folder when exporting int8).
+    let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
+    let int8 = options.calibrate.is_some();
+    let fp32_dir = if int8 { scratch.path().join("fp32") } else { options.out.clone() };
+    if options.force && options.out.exists() {
+        std::fs::remove_dir_all(&options.out).with_context(|| format!("cannot replace {}", options.out.display()))?;
+    }
+    let mut fp32_card = ModelCard { precision: Precision::Fp32, ..card.clone() };
+    write_bundle(&fp32_dir, &backbone, &head, &mut fp32_card)?;
+    let fp32 = Pipeline::load(Bundle::open(&fp32_dir)?, Threads(1))?;
+    let worst = burn_tract_parity(&model, &info, &fp32, evaluation.as_ref().map(|(_, s)| &s[..]))?;
+
+    let mut metrics = serde_json::Map::new();
+    let mut final_metrics = None;
+    let mut fp32_probabilities = Vec::new();
+    if let Some((split, samples)) = &evaluation {
+        fp32_probabilities = run_bundle(&fp32, samples, &info)?;
+        let fp32_metrics = metrics_of(&info, samples, &fp32_probabilities);
+        metrics.insert("split".into(), serde_json::json!(split));
+        metrics.insert("images".into(), serde_json::json!(samples.len()));
+        metrics.insert("fp32".into(), serde_json::to_value(&fp32_metrics)?);
+        final_metrics = Some(fp32_metrics);
+    }
+    if let Some(calibration) = &options.calibrate {
+        let quantised = QuantisedExport { backbone: &backbone, head: &head, fp32: &fp32, info: &info };
+        let samples = evaluation.as_ref().map(|(_, s)| &s[..]);
+        if let Some(int8_metrics) =
+            quantised.write(options, calibration, &mut card, samples, &fp32_probabilities, &mut metrics)?
+        {
+            final_metrics = Some(int8_metrics);
+        }
+    } else {
+        card = fp32_card;
+    }
+    card.export["parity_burn_vs_tract_max_abs"] = serde_json::json!(worst);
+    card.metrics = serde_json::Value::Object(metrics);
+    let files = [card.backbone.clone(), card.head.clone()];
+    Bundle::write_card(&options.out, &mut card, &[&files[0], &files[1]])?;
+    Ok(ExportReport { bundle: options.out.clone(), card, parity_max_abs: Some(worst), metrics: final_metrics })
+}
+
+/// Refuses what cannot become a bundle: a model without a heatmap, an output folder in use, a
+/// referral threshold that is not a probability.
+fn check_options(options: &ExportOptions, model: &Cdnet) -> Result<()> {
     if !model.has_attention() {
         bail!(
             "{} has no WSLL attention (a baseline); the edge needs the attention heatmap, so export a CDNet model",
@@ -156,11 +217,14 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     if !(0.0..=1.0).contains(&options.refer_threshold) {
         bail!("--refer-threshold {} is not a probability", options.refer_threshold);
     }
-    let n = info.preprocess.input_size;
+    Ok(())
+}
+
+/// The backbone and head graphs, captured and edited, with their producer set.
+fn graphs(options: &ExportOptions, info: &ModelInfo, zoom: bool) -> Result<(Graph, Graph)> {
     let feature_dim = info.cdnet.feature_dim;
-    let zoom = model.zoom_inference();
     let width = if zoom { 2 * feature_dim } else { feature_dim };
-    let mut backbone = backbone_graph(&options.model, n)?;
+    let mut backbone = backbone_graph(&options.model, info.preprocess.input_size)?;
     let mut head = head_graph(&options.model, width)?;
     let version = env!("CARGO_PKG_VERSION");
     backbone.set_producer(
@@ -169,16 +233,19 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         "CDNet feature extractor: image -> feature, heatmap (stride 16; AttS = its 2x2 block means)",
     );
     head.set_producer("cdnet export", version, "CDNet fused head: cat[global, zoom] features -> probabilities");
+    Ok((backbone, head))
+}
 
+/// The model card before its gate, metrics and file digests are known.
+fn card_for(options: &ExportOptions, info: &ModelInfo, zoom: bool, backbone: &Graph, head: &Graph) -> ModelCard {
     let name = options
         .name
         .clone()
         .unwrap_or_else(|| options.out.file_name().map_or("cdnet".into(), |n| n.to_string_lossy().into_owned()));
-    let precision = if options.calibrate.is_some() { Precision::Int8 } else { Precision::Fp32 };
-    let mut card = ModelCard {
+    ModelCard {
         format: CARD_FORMAT,
         name,
-        precision,
+        precision: if options.calibrate.is_some() { Precision::Int8 } else { Precision::Fp32 },
         labels: info.labels.clone(),
         preprocess: info.preprocess,
         center_zoom: info.center_zoom,
@@ -186,7 +253,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         refer_threshold: options.refer_threshold,
         attention_side: info.cdnet.attention_size(),
         heatmap_side: Some(2 * info.cdnet.attention_size()),
-        feature_dim,
+        feature_dim: info.cdnet.feature_dim,
         backbone: "backbone.onnx".into(),
         head: "head.onnx".into(),
         opset: backbone.opset(),
@@ -202,53 +269,35 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
             "backbone_ops": backbone.op_counts(),
             "head_ops": head.op_counts(),
         }),
-    };
+    }
+}
 
-    // Evaluation data: given, or the data the model was trained on if it is still there.
+/// Evaluation data: given, or the data the model was trained on if it is still there.
+fn evaluation_data(options: &ExportOptions, info: &ModelInfo) -> Result<Option<Dataset>> {
     let data_root = options
         .data
         .clone()
         .or_else(|| info.training["data"]["root"].as_str().map(PathBuf::from).filter(|p| p.is_dir()));
     let dataset =
         data_root.as_deref().map(|root| gate::load_for_model(root, &info.preprocess, &info.labels)).transpose()?;
-    let evaluation = match &dataset {
-        Some(data) => {
-            let (split, samples) = data.eval_split();
-            Some((split.to_string(), samples.to_vec()))
-        }
-        None => {
-            tracing::warn!("no evaluation data (pass --data): the card will carry no metrics");
-            None
-        }
-    };
-    card.gate = Some(match &dataset {
-        Some(data) => gate::calibrate_on(data, &GateSettings::default())?,
-        None => {
-            tracing::warn!("no data to calibrate the frame gate on: calibrated on phantom B-scans (pass --data)");
-            gate::calibrate_on_phantom(&info.preprocess, &GateSettings::default())?
-        }
-    });
-
-    // The fp32 bundle (written to the output, or to a scratch folder when exporting int8).
-    let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
-    let fp32_dir = if precision == Precision::Fp32 { options.out.clone() } else { scratch.path().join("fp32") };
-    if options.force && options.out.exists() {
-        std::fs::remove_dir_all(&options.out).with_context(|| format!("cannot replace {}", options.out.display()))?;
+    if dataset.is_none() {
+        tracing::warn!("no evaluation data (pass --data): the card will carry no metrics");
     }
-    let mut fp32_card = ModelCard { precision: Precision::Fp32, ..card.clone() };
-    write_bundle(&fp32_dir, &backbone, &head, &mut fp32_card)?;
-    let fp32 = Pipeline::load(Bundle::open(&fp32_dir)?, Threads(1))?;
+    Ok(dataset)
+}
 
-    // Parity: burn's inference path against tract on the same bundle, on evaluation images or,
-    // without any, on phantom frames, so no bundle leaves unchecked.
-    let parity_planes: Vec<Vec<f32>> = match &evaluation {
-        Some((_, samples)) => samples.iter().take(16).map(|s| normalised(s, &info.preprocess.normalization)).collect(),
-        None => phantom_planes(&info, 4)?,
+/// The largest probability difference between burn's inference path and tract on the bundle, on
+/// up to 16 evaluation images or, without any, on phantom frames, so no bundle leaves unchecked.
+/// Over 1e-3 is an error: the export is wrong.
+fn burn_tract_parity(model: &Cdnet, info: &ModelInfo, fp32: &Pipeline, samples: Option<&[Sample]>) -> Result<f32> {
+    let planes: Vec<Vec<f32>> = match samples {
+        Some(samples) => samples.iter().take(16).map(|s| normalised(s, &info.preprocess.normalization)).collect(),
+        None => phantom_planes(info, 4)?,
     };
-    let refs: Vec<&[f32]> = parity_planes.iter().map(Vec::as_slice).collect();
-    let burn = predict(&model, &refs, n, &info.center_zoom, &device);
+    let refs: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
+    let burn = predict(model, &refs, info.preprocess.input_size, &info.center_zoom, &Device::flex());
     let mut worst = 0.0f32;
-    for (plane, b) in parity_planes.iter().zip(&burn) {
+    for (plane, b) in planes.iter().zip(&burn) {
         let t = fp32.infer_plane(plane)?;
         for (x, y) in t.probabilities.iter().zip(&b.probabilities) {
             worst = worst.max((x - y).abs());
@@ -257,42 +306,42 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     if worst > 1e-3 {
         bail!("the exported graph disagrees with burn by {worst} in probability; the export is wrong");
     }
-    let parity_max_abs = Some(worst);
-    let mut metrics_json = serde_json::Map::new();
-    let mut final_metrics = None;
-    let mut fp32_probabilities = Vec::new();
-    if let Some((split, samples)) = &evaluation {
-        fp32_probabilities = run_bundle(&fp32, samples, &info)?;
-        let fp32_metrics = metrics_of(&info, samples, &fp32_probabilities);
-        metrics_json.insert("split".into(), serde_json::json!(split));
-        metrics_json.insert("images".into(), serde_json::json!(samples.len()));
-        metrics_json.insert("fp32".into(), serde_json::to_value(&fp32_metrics)?);
-        final_metrics = Some(fp32_metrics);
-    }
+    Ok(worst)
+}
 
-    if let Some(calibration) = &options.calibrate {
-        let images = quantize::calibration_planes(calibration, &info, options.calibration_images)?;
-        let quantised = quantize::quantize(&backbone, &fp32, &images)?;
+/// The int8 stage: what it quantises and checks against.
+struct QuantisedExport<'a> {
+    backbone: &'a Graph,
+    head: &'a Graph,
+    fp32: &'a Pipeline,
+    info: &'a ModelInfo,
+}
+
+impl QuantisedExport<'_> {
+    /// Quantises the backbone on the calibration images, writes the int8 bundle to the output and,
+    /// with evaluation images, records its metrics and how often it agrees with fp32.
+    fn write(
+        &self,
+        options: &ExportOptions,
+        calibration: &Path,
+        card: &mut ModelCard,
+        samples: Option<&[Sample]>,
+        fp32_probabilities: &[Vec<f32>],
+        metrics: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Option<Metrics>> {
+        let images = quantize::calibration_planes(calibration, self.info, options.calibration_images)?;
+        let quantised = quantize::quantize(self.backbone, self.fp32, &images)?;
         card.export["quantisation"] = serde_json::to_value(&quantised.summary)?;
-        write_bundle(&options.out, &quantised.graph, &head, &mut card)?;
+        write_bundle(&options.out, &quantised.graph, self.head, card)?;
         let int8 = Pipeline::load(Bundle::open(&options.out)?, Threads(1))?;
-        if let Some((_, samples)) = &evaluation {
-            let int8_probabilities = run_bundle(&int8, samples, &info)?;
-            let int8_metrics = metrics_of(&info, samples, &int8_probabilities);
-            let top = |p: &Vec<f32>| top_class(p).map(|(class, _)| class);
-            let agree = int8_probabilities.iter().zip(&fp32_probabilities).filter(|(a, b)| top(a) == top(b)).count()
-                as f64
-                / samples.len().max(1) as f64;
-            metrics_json.insert("int8".into(), serde_json::to_value(&int8_metrics)?);
-            metrics_json.insert("int8_same_class_as_fp32".into(), serde_json::json!(agree));
-            final_metrics = Some(int8_metrics);
-        }
-    } else {
-        card = fp32_card;
+        let Some(samples) = samples else { return Ok(None) };
+        let int8_probabilities = run_bundle(&int8, samples, self.info)?;
+        let int8_metrics = metrics_of(self.info, samples, &int8_probabilities);
+        let top = |p: &Vec<f32>| top_class(p).map(|(class, _)| class);
+        let agree = int8_probabilities.iter().zip(fp32_probabilities).filter(|(a, b)| top(a) == top(b)).count() as f64
+            / samples.len().max(1) as f64;
+        metrics.insert("int8".into(), serde_json::to_value(&int8_metrics)?);
+        metrics.insert("int8_same_class_as_fp32".into(), serde_json::json!(agree));
+        Ok(Some(int8_metrics))
     }
-    card.export["parity_burn_vs_tract_max_abs"] = serde_json::json!(worst);
-    card.metrics = serde_json::Value::Object(metrics_json);
-    let files = [card.backbone.clone(), card.head.clone()];
-    Bundle::write_card(&options.out, &mut card, &[&files[0], &files[1]])?;
-    Ok(ExportReport { bundle: options.out.clone(), card, parity_max_abs, metrics: final_metrics })
 }
