@@ -85,6 +85,54 @@ pub struct EfficientNetConfig {
     pub in_channels: usize,
 }
 
+/// The EfficientNet variants the trainer builds, by their config name (`model.backbone`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneKind {
+    /// EfficientNet-b0 (224 px in the family's scaling).
+    B0,
+    /// EfficientNet-b1.
+    B1,
+    /// EfficientNet-b2.
+    B2,
+    /// EfficientNet-b3, the paper's backbone.
+    B3,
+    /// EfficientNet-Lite0: no squeeze-excitation, ReLU6; the field model's backbone.
+    Lite0,
+    /// EfficientNet-Lite1.
+    Lite1,
+    /// EfficientNet-Lite2.
+    Lite2,
+    /// A small b0-like network that trains from scratch on 2 cores.
+    Small,
+    /// A tiny network for tests.
+    Tiny,
+}
+
+impl std::fmt::Display for BackboneKind {
+    /// The config name: the variant lower-cased, as serde's `rename_all = "lowercase"` spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", format!("{self:?}").to_lowercase())
+    }
+}
+
+impl BackboneKind {
+    /// The network configuration of this variant.
+    pub fn config(self) -> EfficientNetConfig {
+        match self {
+            BackboneKind::B0 => EfficientNetConfig::b0(),
+            BackboneKind::B1 => EfficientNetConfig::b1(),
+            BackboneKind::B2 => EfficientNetConfig::b2(),
+            BackboneKind::B3 => EfficientNetConfig::b3(),
+            BackboneKind::Lite0 => EfficientNetConfig::lite0(),
+            BackboneKind::Lite1 => EfficientNetConfig::lite1(),
+            BackboneKind::Lite2 => EfficientNetConfig::lite2(),
+            BackboneKind::Small => EfficientNetConfig::small(),
+            BackboneKind::Tiny => EfficientNetConfig::tiny(),
+        }
+    }
+}
+
 impl EfficientNetConfig {
     /// B0's stages: (expand, channels, repeats, stride, kernel).
     pub fn base_stages() -> Vec<StageConfig> {

