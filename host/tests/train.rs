@@ -86,7 +86,13 @@ fn training_lowers_the_loss_and_writes_a_complete_run() {
     assert_eq!(outcome.eval_split, "test");
     assert_eq!(outcome.evaluation.metrics.count, 10);
     // The phantom's masks give a pointing-game score on the lesion images (8 of 10).
-    assert_eq!(outcome.evaluation.metrics.pointing_game.unwrap().total, 8);
+    let overall = outcome.evaluation.metrics.pointing_game.unwrap();
+    assert_eq!(overall.total, 8);
+    // … and per class: none for Normal (no lesion), 2 test images for each lesion class, adding up.
+    let per_class: Vec<_> = outcome.evaluation.metrics.per_class.iter().map(|c| c.pointing_game).collect();
+    assert!(per_class[0].is_none(), "Normal has no lesion to point at");
+    assert!(per_class[1..].iter().all(|g| g.is_some_and(|g| g.total == 2)), "{per_class:?}");
+    assert_eq!(per_class.iter().flatten().map(|g| g.hits).sum::<usize>(), overall.hits);
     // The saved model card records the data's crop (from its dataset.toml) and label set.
     let card: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("best.json")).unwrap()).unwrap();
     assert!((card["preprocess"]["crop"]["left"].as_f64().unwrap() - 0.06).abs() < 1e-6);

@@ -57,17 +57,25 @@ pub fn evaluate(
         .filter_map(|(i, s)| s.mask.as_ref().filter(|m| m.contains(&1)).map(|m| (i, m)))
         .collect();
     if !lesion_masks.is_empty() && predictions.first().is_some_and(|p| p.heatmap_side > 0) {
-        let images = lesion_masks.iter().map(|(i, mask)| {
-            let p = &predictions[*i];
-            LesionImage {
-                heatmap: &p.heatmap,
-                heatmap_side: p.heatmap_side,
-                attention: &p.attention,
-                attention_side: p.attention_side,
-                mask,
-            }
-        });
-        metrics.pointing_game = Some(PointingGame::score(images, n));
+        let (labels, predictions) = (&labels, &predictions);
+        let lesion_masks = &lesion_masks;
+        let images = move |class: Option<usize>| {
+            lesion_masks.iter().filter(move |(i, _)| class.is_none_or(|c| labels[*i] == c)).map(move |(i, mask)| {
+                let p = &predictions[*i];
+                LesionImage {
+                    heatmap: &p.heatmap,
+                    heatmap_side: p.heatmap_side,
+                    attention: &p.attention,
+                    attention_side: p.attention_side,
+                    mask,
+                }
+            })
+        };
+        metrics.pointing_game = Some(PointingGame::score(images(None), n));
+        for (c, class) in metrics.per_class.iter_mut().enumerate() {
+            let game = PointingGame::score(images(Some(c)), n);
+            class.pointing_game = (game.total > 0).then_some(game);
+        }
     }
     Evaluation { metrics, labels, predictions }
 }
@@ -161,19 +169,20 @@ pub fn summary(metrics: &Metrics) -> String {
         metrics.macro_auc.map_or("n/a".into(), |a| format!("{a:.4}"))
     );
     out.push_str(&format!(
-        "{:<12} {:>7} {:>9} {:>11} {:>11} {:>7} {:>7}\n",
-        "class", "support", "precision", "sensitivity", "specificity", "F1", "AUC"
+        "{:<12} {:>7} {:>9} {:>11} {:>11} {:>7} {:>7} {:>9}\n",
+        "class", "support", "precision", "sensitivity", "specificity", "F1", "AUC", "pointing"
     ));
     for c in &metrics.per_class {
         out.push_str(&format!(
-            "{:<12} {:>7} {:>9.4} {:>11.4} {:>11.4} {:>7.4} {:>7}\n",
+            "{:<12} {:>7} {:>9.4} {:>11.4} {:>11.4} {:>7.4} {:>7} {:>9}\n",
             c.name,
             c.support,
             c.precision,
             c.sensitivity,
             c.specificity,
             c.f1,
-            c.auc.map_or("n/a".into(), |a| format!("{a:.4}"))
+            c.auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            c.pointing_game.map_or("—".into(), |g| format!("{}/{}", g.hits, g.total))
         ));
     }
     if let Some(pg) = metrics.pointing_game {

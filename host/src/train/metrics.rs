@@ -35,6 +35,9 @@ pub struct ClassMetrics {
     pub f1: f64,
     /// One-vs-rest ROC-AUC (absent when the class has no positives or no negatives).
     pub auc: Option<f64>,
+    /// The pointing game on this class's lesion images (absent without masks or a heatmap).
+    #[serde(default)]
+    pub pointing_game: Option<PointingGame>,
 }
 
 /// Localisation score.
@@ -166,6 +169,7 @@ pub fn compute(class_names: &[String], labels: &[usize], predicted: &[usize], pr
                 specificity: ratio(tn, tn + fp),
                 f1: ratio(2 * tp, 2 * tp + fp + fn_),
                 auc: auc(&scores, &positives),
+                pointing_game: None,
             }
         })
         .collect();
