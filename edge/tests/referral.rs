@@ -145,14 +145,18 @@ fn the_documented_sheet_and_exam_screen_are_current() {
     assert!(banner > 20_000, "no verdict banner on the documented sheet");
     let heat =
         (500..760).flat_map(|y| (40..280).map(move |x| (x, y))).filter(|&(x, y)| colourful(sheet.get_pixel(x, y)));
-    assert!(heat.count() > 2_000, "the documented sheet's first key frame has no heatmap");
+    // A grey B-scan has no colourful pixel; a heatmap focused on one lesion colours a few hundred
+    // (649 for the stop-21 demo's RD key frame; a diffuse map colours thousands).
+    assert!(heat.count() > 300, "the documented sheet's first key frame has no heatmap");
     let screen = image::open(docs.join("edge-800x480-exam.png")).expect("docs/img/edge-800x480-exam.png").to_rgb8();
     assert_eq!((screen.width(), screen.height()), (800, 480));
     let (x, y, side) = cdnet_edge::screen::Layout::Wide800x480.key_frame_panel().unwrap();
     let (x, y, side) = (x as u32, y as u32, side);
     let key = (y..y + side).flat_map(|yy| (x..x + side).map(move |xx| (xx, yy)));
+    // The key frame is a grey B-scan with its heatmap: 192 colourful pixels in the 130-px panel for
+    // the stop-21 demo's focused map; an empty panel has none.
     assert!(
-        key.filter(|&(xx, yy)| colourful(screen.get_pixel(xx, yy))).count() > 500,
+        key.filter(|&(xx, yy)| colourful(screen.get_pixel(xx, yy))).count() > 60,
         "no key frame on the documented screen"
     );
 }
