@@ -14,7 +14,9 @@
 //! (`L_pp ≈ ln(V·B − 1)`); `heads_train_backbone` lets the heads' CE train the backbone as well. The
 //! centre-zoom variant (the "vanilla zoom-in" ablation) uses one zoom view taken with the test-time
 //! box. In the two-stage regime, stage 1 is the contrastive part alone, and stage 2
-//! ([`head_loss`]) trains the heads with CE on the frozen inference path.
+//! ([`head_loss`]) trains the heads with CE on the frozen inference path. With
+//! `loss.lesion_evidence` the global view's heatmap adds the lesion-evidence term in every regime
+//! (not in the reference; it keeps the attention off the place where lesions usually are).
 
 use crate::model::cmz::{CmzConfig, contrastive_crop, gen_bbox};
 use crate::model::infer::{planes_to_batch, to_vec};
