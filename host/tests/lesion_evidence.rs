@@ -1,16 +1,8 @@
-//! The lesion-evidence term on the heatmap: what it rewards, what it ignores, and where its
-//! gradient goes.
+//! The lesion-evidence term on the heatmap: what it rewards and what it ignores (where its gradient
+//! goes: `model.rs`, beside the other gradient-path tests).
 
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
-use burn::tensor::Gradients;
-use cdnet_host::model::cmz::CmzConfig;
-use cdnet_host::model::loss::{HcdConfig, lesion_evidence, peak_to_mean};
-use cdnet_host::model::{CdnetConfig, EfficientNetConfig};
-use cdnet_host::train::step::{Batch, LesionEvidence, LossKind, StepConfig, ZoomKind, training_loss};
-use cdnet_shared::CenterZoomParams;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use cdnet_host::model::loss::{lesion_evidence, peak_to_mean};
 
 const SIDE: usize = 6;
 
@@ -67,74 +59,4 @@ fn the_term_needs_both_normal_and_lesion_images_in_the_batch() {
     let heatmap = maps(&[true, false], &[1.0, 1.0], &device);
     assert!(lesion_evidence(heatmap.clone(), &[1, 2], 0, 2.0).is_none(), "no normal image");
     assert!(lesion_evidence(heatmap, &[0, 0], 0, 2.0).is_none(), "no lesion image");
-}
-
-#[test]
-fn its_gradient_reaches_the_attention_and_it_is_logged() {
-    let device = Device::flex().autodiff();
-    device.seed(3);
-    let config = CdnetConfig::new(EfficientNetConfig::tiny(), 3)
-        .with_input_size(64)
-        .with_texture_channels(32)
-        .with_feature_dim(64)
-        .with_attention_maps(8);
-    let model = config.init(&device);
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let planes = (0..4)
-        .map(|i| (0..64 * 64).map(|p| if (p / 64 + p % 64 + i) % 9 < 2 { 0.9 } else { -0.5 }).collect())
-        .collect();
-    let batch = Batch { planes, labels: vec![0, 1, 2, 0] };
-    let step = |evidence: Option<LesionEvidence>| StepConfig {
-        loss: LossKind::Ce,
-        hcd: HcdConfig::new(),
-        zoom: ZoomKind::None,
-        cmz: CmzConfig::new(),
-        center: CenterZoomParams::default(),
-        train_heads: true,
-        heads_train_backbone: false,
-        lesion_evidence: evidence,
-    };
-    let settings = LesionEvidence { weight: 1.0, sharpness: 2.0, normal_class: 0 };
-    let with = training_loss(&model, &batch, 64, &step(Some(settings)), &mut rng, &device);
-    let without = training_loss(&model, &batch, 64, &step(None), &mut rng, &device);
-    assert!(with.parts.evidence > 0.0, "the term was not logged: {:?}", with.parts);
-    assert_eq!(without.parts.evidence, 0.0);
-    assert!(
-        (with.parts.total - without.parts.total - with.parts.evidence).abs() < 1e-4,
-        "total {} = CE {} + evidence {}",
-        with.parts.total,
-        without.parts.total,
-        with.parts.evidence
-    );
-    // The term alone: its gradient must reach the texture adaptor that draws the heatmap.
-    let grads = (with.loss - without.loss).backward();
-    let mut probe = NonZeroGradients { path: Vec::new(), grads: &grads, names: Vec::new() };
-    model.visit(&mut probe);
-    assert!(
-        probe.names.iter().any(|name| name.contains("wsll.texture")),
-        "no gradient on the texture adaptor that draws the heatmap; non-zero: {:?}",
-        probe.names
-    );
-}
-
-/// The paths of the float parameters with a non-zero gradient.
-struct NonZeroGradients<'a> {
-    path: Vec<String>,
-    grads: &'a Gradients,
-    names: Vec<String>,
-}
-
-impl ModuleVisitor for NonZeroGradients<'_> {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let nonzero = param.val().grad(self.grads).is_some_and(|g| g.abs().sum().into_scalar::<f32>() > 0.0);
-        if nonzero {
-            self.names.push(self.path.join("."));
-        }
-    }
 }

@@ -9,7 +9,7 @@ use cdnet_host::model::cmz::{CmzConfig, contrastive_crop, gen_bbox};
 use cdnet_host::model::infer::{planes_to_batch, predict, to_vec};
 use cdnet_host::model::loss::{HcdConfig, cross_entropy, decoupling_terms, hcd, supcon};
 use cdnet_host::model::{Cdnet, CdnetConfig, EfficientNetConfig};
-use cdnet_host::train::step::{Batch, LossKind, StepConfig, ZoomKind, training_loss};
+use cdnet_host::train::step::{Batch, LesionEvidence, LossKind, StepConfig, ZoomKind, training_loss};
 use cdnet_shared::{CenterZoomParams, Rect};
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -327,6 +327,36 @@ fn hcd_gradients_reach_every_trunk_part_and_ce_heads_leave_the_backbone_alone() 
             (a, b) => assert_eq!(a.is_some(), b.is_some(), "{path}"),
         }
     }
+}
+
+#[test]
+fn lesion_evidence_is_logged_added_and_trains_the_attention() {
+    let _rng = device_rng();
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let model = tiny(3).init(&device);
+    let batch = tiny_batch(); // class 0 stands for the normal eyes
+    let settings = LesionEvidence { weight: 1.0, sharpness: 2.0, normal_class: 0 };
+    let with_term = StepConfig { lesion_evidence: Some(settings), ..step_config(LossKind::Ce, true) };
+    let with = training_loss(&model, &batch, 64, &with_term, &mut ChaCha8Rng::seed_from_u64(1), &device);
+    let without =
+        training_loss(&model, &batch, 64, &step_config(LossKind::Ce, true), &mut ChaCha8Rng::seed_from_u64(1), &device);
+    assert!(with.parts.evidence > 0.0, "the term was not logged: {:?}", with.parts);
+    assert_eq!(without.parts.evidence, 0.0);
+    assert!(
+        (with.parts.total - without.parts.total - with.parts.evidence).abs() < 1e-4,
+        "total {} = CE {} + evidence {}",
+        with.parts.total,
+        without.parts.total,
+        with.parts.evidence
+    );
+    // The term alone: its gradient must reach the texture adaptor that draws the heatmap.
+    let grads = gradients(&model, &(with.loss - without.loss).backward());
+    let nonzero = |g: &Option<Vec<f32>>| g.as_ref().is_some_and(|g| g.iter().any(|v| *v != 0.0));
+    assert!(
+        grads.iter().any(|(name, g)| name.contains("wsll.texture") && nonzero(g)),
+        "no gradient on the texture adaptor that draws the heatmap"
+    );
 }
 
 #[test]
