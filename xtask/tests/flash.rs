@@ -1,6 +1,13 @@
 //! `cargo xtask dist` + `flash` against a real sshd on 127.0.0.1 (throwaway host and user keys, a
 //! free port, a temp dir as the board): deploy, deploy a release that fails its health check and is
 //! rolled back, deploy a broken tarball that never touches the running release.
+//!
+//! The service steps run too: the ssh sessions find stand-ins for `sudo`, `systemctl`, `udevadm`
+//! and `useradd` first on their PATH (`tests/board-standin/`, set by the test sshd's `SetEnv`).
+//! They record every call, keep the board's /etc and /var in a sandbox, and run the installed unit
+//! the way systemd would (unit + drop-ins, EnvironmentFile=, ExecStart=), so the deployed service
+//! really serves a probe over a pty. What they leave out (users, sandboxing, Restart=) is listed in
+//! `tests/board-standin/systemctl`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -64,6 +71,60 @@ fn edge_binaries() -> PathBuf {
     dir
 }
 
+fn standin_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/board-standin")
+}
+
+/// The board's /etc and /var for the stand-ins, with what an operator sets once per board: a
+/// systemd drop-in pointing the service at this board's probe and screen (here a pty that
+/// `cdnet-probe-sim` publishes, and PNG files), which survives every release.
+fn board_system(d: &Path) -> PathBuf {
+    let system = d.join("system");
+    let drop_in = system.join("etc/systemd/system/cdnet-edge.service.d");
+    std::fs::create_dir_all(&drop_in).unwrap();
+    std::fs::create_dir_all(system.join("etc/udev/rules.d")).unwrap();
+    std::fs::write(
+        d.join("board.env"),
+        format!("CDNET_PORT={0}/probe\nCDNET_DISPLAY=png:{0}/screen\nCDNET_THREADS=1\n", d.display()),
+    )
+    .unwrap();
+    std::fs::write(drop_in.join("board.conf"), format!("[Service]\nEnvironmentFile={}/board.env\n", d.display()))
+        .unwrap();
+    system
+}
+
+/// Stops the service the stand-in `systemctl` started, however the test ends.
+struct Service {
+    system: PathBuf,
+}
+
+impl Service {
+    fn pid(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.system.join("run/cdnet-edge.pid")).ok()?.trim().parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit_once(") ")?.1.chars().next()?;
+        (state != 'Z').then_some(pid)
+    }
+
+    /// The system calls the deploys made, one per line.
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.system.join("calls.log")).unwrap_or_default()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.system.join("var/log/cdnet-edge.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new(standin_dir().join("systemctl"))
+            .args(["stop", "cdnet-edge"])
+            .env("STANDIN_ROOT", &self.system)
+            .status();
+    }
+}
+
 fn xtask() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
     command.current_dir(root());
@@ -87,14 +148,19 @@ fn flash_deploys_rolls_back_and_survives_a_broken_copy() {
         run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", ""]).arg("-f").arg(d.join(key)));
     }
     std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
+    let system = board_system(d);
+    let service = Service { system: system.clone() };
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     std::fs::write(
         d.join("sshd_config"),
         format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {0}/host_key\nAuthorizedKeysFile {0}/authorized_keys\n\
              PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n\
-             UsePAM no\nSubsystem sftp internal-sftp\nPermitRootLogin prohibit-password\nPidFile {0}/sshd.pid\n",
-            d.display()
+             UsePAM no\nSubsystem sftp internal-sftp\nPermitRootLogin prohibit-password\nPidFile {0}/sshd.pid\n\
+             SetEnv PATH={1}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin STANDIN_ROOT={2}\n",
+            d.display(),
+            standin_dir().display(),
+            system.display()
         ),
     )
     .unwrap();
@@ -140,7 +206,7 @@ fn flash_deploys_rolls_back_and_survives_a_broken_copy() {
     };
     let flash = |tarball: &Path| -> Output {
         xtask()
-            .args(["flash", "--board", "x86_64", "--no-service"])
+            .args(["flash", "--board", "x86_64"])
             .args(["--host", &format!("{user}@127.0.0.1"), "--port", &port.to_string()])
             .arg("--identity")
             .arg(d.join("user_key"))
@@ -182,6 +248,10 @@ fn flash_deploys_rolls_back_and_survives_a_broken_copy() {
     let digest = cdnet_shared::bundle::Bundle::open(&demo).unwrap().card.digest().unwrap();
     assert_eq!(manifest["card_sha256"].as_str(), Some(digest.as_str()), "the manifest names another card");
     assert_eq!(std::fs::read_dir(board.join("incoming")).unwrap().count(), 0, "leftovers in incoming/");
+    let v1_pid = check_service_installed_and_serving(&service, &board, &bins, d);
+
+    // Lines of the stand-in systemctl itself (the sudo stand-in logs its own line first).
+    let restarts = |service: &Service| service.calls().lines().filter(|l| *l == "systemctl restart cdnet-edge").count();
 
     // 2. A release whose model card no longer matches its graphs: it installs (its files match its
     //    manifest) but fails the health check, and the board goes back to v1.
@@ -202,6 +272,11 @@ fn flash_deploys_rolls_back_and_survives_a_broken_copy() {
     assert!(stderr.contains("rolled back"), "{stderr}");
     assert_eq!(link_target(&board.join("current")), "releases/cdnet-edge-v1-x86_64");
     assert!(board.join("releases/cdnet-edge-v2-x86_64").is_dir());
+    assert_eq!(restarts(&service), 3, "expected restarts of v1, v2 and v1 again:\n{}", service.calls());
+    let log = service.log();
+    assert!(log.contains("model.json"), "v2's service did not refuse its card:\n{log}");
+    let v1_again = service.pid().unwrap_or_else(|| panic!("v1 is not running after the roll-back:\n{log}"));
+    assert_ne!(v1_again, v1_pid, "v1 was not restarted after the roll-back");
 
     // 3. A copy cut short (half a tarball): refused at unpack, the running release untouched.
     let v3 = d.join("dist/cdnet-edge-v3-x86_64.tar.gz");
@@ -216,8 +291,43 @@ fn flash_deploys_rolls_back_and_survives_a_broken_copy() {
     );
     assert_eq!(link_target(&board.join("current")), "releases/cdnet-edge-v1-x86_64");
     assert!(!board.join("releases/cdnet-edge-v3-x86_64").exists());
+    assert_eq!(restarts(&service), 3, "a refused tarball restarted the service:\n{}", service.calls());
+    assert_eq!(service.pid(), Some(v1_again), "a refused tarball disturbed the running service");
     let health = run(Command::new(live.join("bin/cdnet-edge")).arg("check").arg("--model").arg(live.join("model")));
     assert!(String::from_utf8_lossy(&health.stdout).contains("\"ok\":true"));
+}
+
+/// After the first deploy: the unit and udev rule are installed for this board's root, systemd was
+/// reloaded, the service enabled and restarted, and it serves a probe; returns its pid.
+fn check_service_installed_and_serving(service: &Service, board: &Path, bins: &Path, d: &Path) -> u32 {
+    let unit = std::fs::read_to_string(service.system.join("etc/systemd/system/cdnet-edge.service")).unwrap();
+    let exec = format!("ExecStart={}/current/bin/cdnet-edge run --model {0}/current/model", board.display());
+    assert!(unit.contains(&exec) && !unit.contains("/opt/cdnet"), "the unit was not rewritten for the board:\n{unit}");
+    assert!(service.system.join("etc/udev/rules.d/99-cdnet-probe.rules").is_file(), "no udev rule installed");
+    let calls = service.calls();
+    for call in [
+        "udevadm control --reload-rules",
+        "systemctl daemon-reload",
+        "systemctl enable cdnet-edge",
+        "systemctl restart cdnet-edge",
+        "systemctl is-active --quiet cdnet-edge",
+    ] {
+        assert!(calls.contains(call), "the deploy did not run `{call}`:\n{calls}");
+    }
+    let pid = service.pid().unwrap_or_else(|| panic!("the service is not running after the deploy:\n{}", service.log()));
+    let report = d.join("probe.json");
+    run(Command::new(bins.join("cdnet-probe-sim"))
+        .arg("--pty-link")
+        .arg(d.join("probe"))
+        .args(["--frames", "4", "--lockstep", "--quiet", "--json"])
+        .arg(&report));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let results = report["results"].as_array().map_or(0, Vec::len);
+    assert_eq!(results, 4, "the deployed service answered {results} of 4 frames:\n{}", service.log());
+    let session = std::fs::read_to_string(service.system.join("var/lib/cdnet/log/session.jsonl")).unwrap_or_default();
+    assert!(session.lines().count() >= 4, "the service's session log has {} lines", session.lines().count());
+    assert_eq!(service.pid(), Some(pid), "the service restarted while serving:\n{}", service.log());
+    pid
 }
 
 fn which(tool: &str) -> bool {
@@ -234,6 +344,10 @@ fn dry_run_prints_every_step_and_touches_nothing() {
         assert!(text.contains(step), "dry run lacks {step}:\n{text}");
     }
     assert!(text.contains("sha256sum -c") && text.contains("mv -Tf current.new current"));
+    let out = run(xtask().args(["flash", "--board", "rpi4", "--host", "pi@192.0.2.1", "--dry-run", "--no-service"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("# health check") && !text.contains("# restart service"), "--no-service:\n{text}");
+    assert!(!text.contains("systemctl"), "--no-service still checks the service:\n{text}");
 }
 
 #[test]
