@@ -1,4 +1,4 @@
-# Shared by the stand-ins in this folder (test-only; see README.md here).
+# Shared by the stand-ins in this folder: test-only, used by xtask/tests/flash.rs (see its module doc).
 # STANDIN_ROOT: the sandbox that plays the board's /etc and /var; every call is appended to
 # $STANDIN_ROOT/calls.log so the test can check what the deploy asked the system to do.
 : "${STANDIN_ROOT:?the board stand-ins need STANDIN_ROOT}"
