@@ -33,6 +33,7 @@ use cdnet_shared::protocol::{
     Skipped, ZoomBox, encode_packet_vec, truncated,
 };
 use cdnet_shared::runtime::{FrameVerdict, Inference, Pipeline, Threads};
+use cdnet_shared::signature::TrustedKeys;
 use cdnet_shared::{CropProfile, GrayImage};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
@@ -64,6 +65,8 @@ pub struct EdgeOptions {
     pub max_results: Option<u64>,
     /// Silence after which the probe counts as gone.
     pub quiet_after: Duration,
+    /// Keys whose signature a bundle must carry; empty: any bundle that verifies is served.
+    pub trusted: TrustedKeys,
 }
 
 impl EdgeOptions {
@@ -80,6 +83,7 @@ impl EdgeOptions {
             log: None,
             max_results: None,
             quiet_after: Duration::from_secs(3),
+            trusted: TrustedKeys::default(),
         }
     }
 }
@@ -169,7 +173,10 @@ pub fn run(
     mut display: Box<dyn Display>,
     stop: Arc<AtomicBool>,
 ) -> Result<EdgeSummary> {
-    let mut bundle = Bundle::open(&options.bundle)?;
+    let (mut bundle, signer) = Bundle::open_trusted(&options.bundle, &options.trusted)?;
+    if let Some(key) = signer {
+        tracing::info!("{} is signed by trusted key {key}", options.bundle.display());
+    }
     if let Some(crop) = options.crop {
         crop.validate()?;
         bundle.card.preprocess.crop = crop;
@@ -525,9 +532,21 @@ pub(crate) fn send(shared: &Shared, message: &Message<'_>) -> bool {
     }
 }
 
-/// Result of `check`: bundle verified and one frame through the device's path (gate, network).
-pub fn self_test(bundle: &std::path::Path, image: &GrayImage<'_>) -> Result<(Pipeline, FrameVerdict)> {
-    let pipeline = Pipeline::load(Bundle::open(bundle)?, Threads(1)).context("the bundle does not load")?;
+/// What `check` found: the verified, loaded bundle and one frame through the device's path.
+pub struct SelfTest {
+    /// The loaded bundle.
+    pub pipeline: Pipeline,
+    /// The frame's answer (gate, network).
+    pub verdict: FrameVerdict,
+    /// The trusted key that signed the bundle (`None` when no key is trusted).
+    pub signer: Option<String>,
+}
+
+/// `check`: the bundle verified (and its signature, when keys are trusted) and one frame through
+/// the device's path.
+pub fn self_test(bundle: &std::path::Path, trusted: &TrustedKeys, image: &GrayImage<'_>) -> Result<SelfTest> {
+    let (bundle, signer) = Bundle::open_trusted(bundle, trusted)?;
+    let pipeline = Pipeline::load(bundle, Threads(1)).context("the bundle does not load")?;
     let verdict = pipeline.classify_image(image)?;
-    Ok((pipeline, verdict))
+    Ok(SelfTest { pipeline, verdict, signer })
 }

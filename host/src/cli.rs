@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod args;
+mod signing;
 pub use args::*;
 
 /// Train, evaluate and export CDNet, the fine-grained ocular B-scan classifier.
@@ -51,6 +52,11 @@ pub enum Command {
     /// Bind a bundle's graphs to its card again: upgrade a bundle exported before card binding, or
     /// accept a deliberate, reviewed edit of its model.json. The graphs must be unchanged.
     Bind(BindArgs),
+    /// Make an ed25519 key pair for signing bundles (boards configured with `--trust` serve only
+    /// bundles signed by a key they trust).
+    Keygen(KeygenArgs),
+    /// Sign a verified bundle (writes model.sig); needed again after any change to its card.
+    Sign(SignArgs),
     /// Calibrate a bundle's frame gate (which frames show an eye at all) on the model's training
     /// data: after a change of scanner, or to give a format-2 bundle its gate.
     Gate(GateArgs),
@@ -116,6 +122,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => run_predict(args),
         Command::Export(args) => run_export(args),
         Command::Bind(args) => run_bind(args),
+        Command::Keygen(args) => signing::run_keygen(args),
+        Command::Sign(args) => signing::run_sign(&args.bundle, &args.key),
         Command::Gate(args) => run_gate(args),
         Command::Sweeps(args) => run_sweeps(args),
         Command::BenchStep(args) => run_bench_step(args),
@@ -198,10 +206,15 @@ fn run_bind(args: BindArgs) -> Result<()> {
     cdnet_shared::runtime::Pipeline::load(bundle.clone(), cdnet_shared::runtime::Threads(1))?;
     let digest = bundle.card.digest().map_err(anyhow::Error::msg)?;
     println!("bound {} to its card (card sha256 {digest})", args.bundle.display());
+    if !bundle.dir.join(cdnet_shared::signature::SIGNATURE_FILE).exists() {
+        println!("any signature of the old card was removed; sign the bundle again with `cdnet sign`");
+    }
     Ok(())
 }
 
 fn run_export(args: ExportArgs) -> Result<()> {
+    // Read the key before the (long) export, so a wrong path fails at once.
+    let signing_key = args.sign.as_deref().map(cdnet_shared::signature::read_signing_key).transpose()?;
     let report = crate::export::export(&crate::export::ExportOptions {
         model: args.model,
         out: args.out,
@@ -229,6 +242,9 @@ fn run_export(args: ExportArgs) -> Result<()> {
         format!("{:?}", card.precision).to_lowercase(),
         report.bundle.display()
     );
+    if let (Some(key), Some(path)) = (signing_key, &args.sign) {
+        signing::sign_with(&report.bundle, &key, path)?;
+    }
     Ok(())
 }
 

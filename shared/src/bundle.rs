@@ -17,7 +17,8 @@
 //! hashes in `files` then cover that stamp: an edited card no longer matches its graphs, an edited
 //! graph no longer matches the card, and either is refused before a frame is served. This catches
 //! any edit, corruption or mix-up of bundle files; it is not a signature against someone who
-//! rewrites all of them on purpose.
+//! rewrites all of them on purpose — that is [`crate::signature`], checked by
+//! [`Bundle::open_trusted`] when the device is given trusted keys.
 
 use crate::exam::ExamRule;
 use crate::gate::FrameGate;
@@ -159,6 +160,33 @@ pub enum BundleError {
         /// Size or hash difference.
         what: String,
     },
+    /// The device trusts signed bundles only and this one has no `model.sig`.
+    #[error(
+        "bundle {dir} is not signed, and this device serves only bundles signed by a trusted key ({trusted}); \
+         sign it on the laptop with `cdnet sign --bundle DIR --key KEY.pem`"
+    )]
+    Unsigned {
+        /// The bundle folder.
+        dir: PathBuf,
+        /// The trusted keys' ids.
+        trusted: String,
+    },
+    /// `model.sig` is malformed, stale, by an untrusted key, or not valid.
+    #[error("bundle signature {path} is refused: {what}")]
+    BadSignature {
+        /// The signature file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// A key file is not a PEM ed25519 key of the expected kind.
+    #[error("key {path}: {reason}")]
+    BadKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// I/O failure.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -293,6 +321,16 @@ impl ModelCard {
         Ok(sha256_hex(canonical.as_bytes()))
     }
 
+    /// SHA-256 (hex) of the canonical form of the whole card, `files` included: what a bundle
+    /// signature signs ([`crate::signature`]). The graphs carry [`digest`](Self::digest) and
+    /// `files` carries the graphs' hashes, so this one value covers every field and every file.
+    pub fn bundle_digest(&self) -> Result<String, String> {
+        let value = serde_json::to_value(self).map_err(|e| std::format!("cannot serialise the card: {e}"))?;
+        let mut canonical = String::new();
+        write_canonical(&value, &mut canonical);
+        Ok(sha256_hex(canonical.as_bytes()))
+    }
+
     /// The [`digest`](Self::digest) a reader of this card's `model.json` will compute: that of the
     /// card written as JSON and read back. serde_json's float parser is not always correctly
     /// rounded, so a number can come back one ULP away from the value that was written (found by
@@ -353,6 +391,21 @@ impl Bundle {
         Ok(Bundle { dir: dir.to_path_buf(), card })
     }
 
+    /// [`open`](Self::open), then, when `trusted` holds keys, the bundle's signature: it must be by
+    /// one of them, over exactly this card (see [`crate::signature`]). Returns the bundle and the
+    /// signing key's id (`None` when no key is trusted).
+    pub fn open_trusted(
+        dir: &Path,
+        trusted: &crate::signature::TrustedKeys,
+    ) -> Result<(Bundle, Option<String>), BundleError> {
+        let bundle = Bundle::open(dir)?;
+        if trusted.is_empty() {
+            return Ok((bundle, None));
+        }
+        let signer = trusted.verify(dir, &bundle.card)?;
+        Ok((bundle, Some(signer)))
+    }
+
     /// Binds a bundle whose graphs are intact to the card it has now: the upgrade of a format-1
     /// bundle (exported before binding), or the deliberate, reviewed edit of a card field. The
     /// listed files must still match the card's hashes, every field must be in range; then the
@@ -390,7 +443,8 @@ impl Bundle {
 
     /// Writes `card` into `dir`: stamps both graphs with the card's digest (replacing an earlier
     /// stamp), then fills in the hashes of the listed files and writes the card. Call it again after
-    /// any change to the card.
+    /// any change to the card. A signature of the old card no longer applies and is removed (sign
+    /// again after reviewing the change).
     pub fn write_card(dir: &Path, card: &mut ModelCard, files: &[&str]) -> Result<(), BundleError> {
         let path = dir.join(CARD_FILE);
         let bad = |reason: String| BundleError::BadCard { path: path.clone(), reason };
@@ -412,7 +466,14 @@ impl Bundle {
         let mut text: Vec<u8> = serde_json::to_vec_pretty(card)
             .map_err(|e| BundleError::BadCard { path: path.clone(), reason: e.to_string() })?;
         text.push(b'\n');
-        write_atomically(&path, &text)
+        write_atomically(&path, &text)?;
+        let signature = dir.join(crate::signature::SIGNATURE_FILE);
+        match std::fs::remove_file(&signature) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(BundleError::Io { path: signature, source: error })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -475,7 +536,7 @@ fn verify_files(
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
     let io = |source| BundleError::Io { path: path.to_path_buf(), source };
     let mut temporary = std::ffi::OsString::from(path.as_os_str());
     temporary.push(".partial");

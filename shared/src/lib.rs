@@ -14,7 +14,8 @@
 //!   and the edge's probe simulator streams the very same images.
 //! * [`bundle`] (feature `bundle`): the exported model bundle and its card, verified by hash and
 //!   bound to its graphs ([`onnx_metadata`]: the ONNX `metadata_props` stamp), and [`gate`], the
-//!   calibrated frame gate the card carries (which frames show an eye at all).
+//!   calibrated frame gate the card carries (which frames show an eye at all), and [`signature`],
+//!   the optional ed25519 signature that lets a board serve only bundles its owner signed.
 //! * [`exam`] (`std`): a sweep's gated frames → one verdict per eye (soft voting, key frame).
 //! * [`runtime`] (feature `runtime`): the two-pass inference path on a bundle, with tract — the
 //!   edge runs it on every frame, the host runs it to check exports.
@@ -54,6 +55,8 @@ pub mod protocol;
 pub mod resize;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "bundle")]
+pub mod signature;
 pub mod zoom;
 
 /// Most classes a model may have; bounded so the probe protocol's result message has a fixed size.

@@ -1,6 +1,7 @@
-//! The whole chain at tiny scale — phantom data → burn training → ONNX export (fp32 + int8) → tract
-//! on the edge over a pseudo-terminal → PNG screen — with each link's output checked, and the
-//! exported graphs checked against burn and against a second runtime (onnxruntime).
+//! The whole chain at tiny scale — phantom data → burn training → ONNX export (fp32 signed with
+//! `cdnet export --sign`, int8) → tract on the edge (trusting only that key) over a pseudo-terminal
+//! → PNG screen — with each link's output checked, and the exported graphs checked against burn and
+//! against a second runtime (onnxruntime).
 
 use burn::prelude::Device;
 use cdnet_edge::display::PngDisplay;
@@ -22,6 +23,7 @@ use cdnet_shared::bundle::Bundle;
 use cdnet_shared::heatmap::block_mean;
 use cdnet_shared::preprocess::preprocess_plane;
 use cdnet_shared::runtime::{Pipeline, Threads};
+use cdnet_shared::signature::TrustedKeys;
 use cdnet_shared::zoom::{center_zoom_box, crop_and_resize};
 use embedded_graphics::pixelcolor::RgbColor;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,16 @@ struct Chain {
     run: PathBuf,
     fp32: PathBuf,
     int8: PathBuf,
+    /// The public key the fp32 bundle was signed with.
+    trusted: TrustedKeys,
+}
+
+/// Runs the `cdnet` command line in-process.
+fn cdnet(args: &[&str]) {
+    let cli =
+        <cdnet_host::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("cdnet").chain(args.iter().copied()))
+            .unwrap();
+    cdnet_host::cli::run(cli).unwrap_or_else(|e| panic!("cdnet {args:?}: {e:#}"));
 }
 
 /// Builds the chain once for all tests of this file.
@@ -107,9 +119,14 @@ fn chain() -> &'static Chain {
         };
         let fp32 = dir.join("bundle-fp32");
         let int8 = dir.join("bundle-int8");
-        export(&options(&fp32, None)).unwrap();
+        let key = dir.join("clinic");
+        cdnet(&["keygen", "--out", key.to_str().unwrap()]);
+        let (run_dir, out) = (run.to_str().unwrap(), fp32.to_str().unwrap());
+        let sign = format!("{}.key.pem", key.display());
+        cdnet(&["export", "--model", run_dir, "--out", out, "--name", "chain", "--sign", &sign]);
         export(&options(&int8, Some(data.join("train")))).unwrap();
-        Chain { dir, data, run, fp32, int8 }
+        let trusted = TrustedKeys::read(&[PathBuf::from(format!("{}.pub.pem", key.display()))]).unwrap();
+        Chain { dir, data, run, fp32, int8, trusted }
     })
 }
 
@@ -164,7 +181,11 @@ fn whole_chain_phantom_to_screen() {
     let link = chain.dir.join("probe");
     let stop = Arc::new(AtomicBool::new(false));
     let edge = {
-        let options = EdgeOptions { heatmap_opacity: 0.5, ..EdgeOptions::new(chain.fp32.clone()) };
+        let options = EdgeOptions {
+            heatmap_opacity: 0.5,
+            trusted: chain.trusted.clone(),
+            ..EdgeOptions::new(chain.fp32.clone())
+        };
         let display = PngDisplay::new(screen.clone(), (800, 480), Duration::from_millis(200)).unwrap();
         let stop = stop.clone();
         let link = Arc::new(SerialLink { path: link.clone(), baud: 115_200 });

@@ -15,6 +15,7 @@ use crate::board::{self, Board};
 use crate::util::{self, cargo, require, root, sha256_file, version};
 use anyhow::{Context, Result, bail};
 use cdnet_shared::bundle::{CARD_FILE, read_card};
+use cdnet_shared::signature::SIGNATURE_FILE;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -143,6 +144,10 @@ fn check_bundle(model: &Path) -> Result<(Vec<String>, String)> {
             bail!("{}: {name} does not match its sha256 in model.json; re-export the bundle", model.display());
         }
         names.push(name.clone());
+    }
+    // A signature travels with the bundle; the board checks it when it is given trusted keys.
+    if model.join(SIGNATURE_FILE).is_file() {
+        names.push(SIGNATURE_FILE.to_string());
     }
     let digest = card.digest().map_err(|e| anyhow::anyhow!("{}: the card's digest: {e}", card_path.display()))?;
     Ok((names, digest))

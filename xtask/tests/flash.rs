@@ -1,6 +1,7 @@
 //! `cargo xtask dist` + `flash` against a real sshd on 127.0.0.1 (throwaway host and user keys, a
 //! free port, a temp dir as the board): deploy, deploy a release that fails its health check and is
-//! rolled back, deploy a broken tarball that never touches the running release.
+//! rolled back, deploy a broken tarball that never touches the running release, and, once the
+//! board trusts a signing key, serve a signed release and roll back an unsigned one.
 //!
 //! The service steps run too: the ssh sessions find stand-ins for `sudo`, `systemctl`, `udevadm`
 //! and `useradd` first on their PATH (`tests/board-standin/`, set by the test sshd's `SetEnv`).
@@ -9,6 +10,7 @@
 //! really serves a probe over a pty. What they leave out (users, sandboxing, Restart=) is listed in
 //! `tests/board-standin/systemctl`.
 
+use cdnet_shared::signature::{SIGNATURE_FILE, SigningKey, key_pair_pem, sign};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -256,11 +258,7 @@ fn flash_deploys_rolls_back_and_survives_a_broken_copy() {
     // 2. A release whose model card no longer matches its graphs: it installs (its files match its
     //    manifest) but fails the health check, and the board goes back to v1.
     let broken_model = d.join("broken-model");
-    std::fs::create_dir_all(&broken_model).unwrap();
-    for entry in std::fs::read_dir(&demo).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, broken_model.join(path.file_name().unwrap())).unwrap();
-    }
+    copy_dir(&demo, &broken_model);
     let mut card: serde_json::Value =
         serde_json::from_slice(&std::fs::read(broken_model.join("model.json")).unwrap()).unwrap();
     card["labels"].as_array_mut().unwrap().pop();
@@ -295,6 +293,38 @@ fn flash_deploys_rolls_back_and_survives_a_broken_copy() {
     assert_eq!(service.pid(), Some(v1_again), "a refused tarball disturbed the running service");
     let health = run(Command::new(live.join("bin/cdnet-edge")).arg("check").arg("--model").arg(live.join("model")));
     assert!(String::from_utf8_lossy(&health.stdout).contains("\"ok\":true"));
+
+    // 4. The board is told to trust one signing key (its drop-in's environment file): a signed
+    //    release is served, an unsigned one is refused by the service and rolled back.
+    let key = SigningKey::from_bytes(&[5; 32]);
+    std::fs::write(d.join("clinic.pub.pem"), key_pair_pem(&key).unwrap().1).unwrap();
+    let env = std::fs::read_to_string(d.join("board.env")).unwrap();
+    std::fs::write(d.join("board.env"), format!("{env}CDNET_TRUST={}/clinic.pub.pem\n", d.display())).unwrap();
+    let signed_model = d.join("signed-model");
+    copy_dir(&demo, &signed_model);
+    sign(&signed_model, &key).unwrap();
+    let out = flash(&dist("v4", &signed_model));
+    assert!(
+        out.status.success(),
+        "a signed release was refused: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        service.log()
+    );
+    assert!(live.join("model").join(SIGNATURE_FILE).is_file(), "the tarball lost the signature");
+    let out = flash(&dist("v5", &demo));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("rolled back"), "an unsigned release was served: {stderr}");
+    assert!(service.log().contains("not signed"), "the service did not say why:\n{}", service.log());
+    assert_eq!(link_target(&board.join("current")), "releases/cdnet-edge-v4-x86_64");
+    assert!(service.pid().is_some(), "v4 is not running after the roll-back:\n{}", service.log());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
 }
 
 /// After the first deploy: the unit and udev rule are installed for this board's root, systemd was
@@ -314,7 +344,8 @@ fn check_service_installed_and_serving(service: &Service, board: &Path, bins: &P
     ] {
         assert!(calls.contains(call), "the deploy did not run `{call}`:\n{calls}");
     }
-    let pid = service.pid().unwrap_or_else(|| panic!("the service is not running after the deploy:\n{}", service.log()));
+    let pid =
+        service.pid().unwrap_or_else(|| panic!("the service is not running after the deploy:\n{}", service.log()));
     let report = d.join("probe.json");
     run(Command::new(bins.join("cdnet-probe-sim"))
         .arg("--pty-link")

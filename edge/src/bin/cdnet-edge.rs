@@ -4,12 +4,13 @@
 use anyhow::{Context, Result, bail};
 use cdnet_edge::display::{Display, FramebufferDisplay, NoDisplay, PngDisplay};
 use cdnet_edge::link::SerialLink;
-use cdnet_edge::runner::{EdgeOptions, run, self_test};
+use cdnet_edge::runner::{EdgeOptions, SelfTest, run, self_test};
 use cdnet_edge::screen::{Canvas, Layout, LinkStatus, ScreenState, ShownFrame, render};
 use cdnet_edge::sim::Source;
 use cdnet_shared::CropProfile;
 use cdnet_shared::GrayImage;
-use cdnet_shared::runtime::{FrameVerdict, Pipeline};
+use cdnet_shared::runtime::FrameVerdict;
+use cdnet_shared::signature::TrustedKeys;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,6 +82,8 @@ struct RunArgs {
     /// Write the run's counters as JSON here on exit.
     #[arg(long)]
     summary: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// The bundle and the frame `check` and `render` classify.
@@ -105,6 +108,31 @@ struct FrameArgs {
 struct CheckArgs {
     #[command(flatten)]
     frame: FrameArgs,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+/// Which bundle signatures the device accepts.
+#[derive(clap::Args, Debug, Default)]
+struct TrustArgs {
+    /// Serve only bundles signed by this ed25519 public key (PEM, from `cdnet keygen`; repeatable).
+    /// Default: the comma-separated files in the environment variable CDNET_TRUST, which the
+    /// service's environment files set. Without either, any bundle that verifies is served.
+    #[arg(long = "trust", value_name = "PUBKEY.pem")]
+    keys: Vec<PathBuf>,
+}
+
+impl TrustArgs {
+    /// The keys given, else those of CDNET_TRUST (empty entries ignored: `CDNET_TRUST=` is no key).
+    fn read(&self) -> Result<TrustedKeys> {
+        let from_env = || -> Vec<PathBuf> {
+            let list = std::env::var_os("CDNET_TRUST").unwrap_or_default();
+            let list = list.to_string_lossy();
+            list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect()
+        };
+        let paths = if self.keys.is_empty() { from_env() } else { self.keys.clone() };
+        TrustedKeys::read(&paths).context("--trust / CDNET_TRUST")
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -158,7 +186,7 @@ fn open_display(spec: &str, layout: Layout) -> Result<Box<dyn Display>> {
 }
 
 /// Verifies and loads the bundle and classifies the frame (the given image's first, or a phantom).
-fn classify(args: &FrameArgs) -> Result<(Pipeline, FrameVerdict, String, u16, u16, Vec<u8>)> {
+fn classify(args: &FrameArgs, trusted: &TrustedKeys) -> Result<(SelfTest, String, u16, u16, Vec<u8>)> {
     let source = match &args.image {
         Some(path) => Source::Files(path.clone()),
         None => Source::Phantom { seed: args.seed, size: 256, difficulty: 0.5 },
@@ -166,8 +194,8 @@ fn classify(args: &FrameArgs) -> Result<(Pipeline, FrameVerdict, String, u16, u1
     let index = if args.image.is_some() { 0 } else { args.frame.min(10_000) };
     let frame = source.frames(index + 1)?.remove(index);
     let image = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels)?;
-    let (pipeline, verdict) = self_test(&args.model, &image)?;
-    Ok((pipeline, verdict, frame.id, frame.width, frame.height, frame.pixels))
+    let checked = self_test(&args.model, trusted, &image)?;
+    Ok((checked, frame.id, frame.width, frame.height, frame.pixels))
 }
 
 fn command_run(args: RunArgs) -> Result<()> {
@@ -182,6 +210,7 @@ fn command_run(args: RunArgs) -> Result<()> {
         heatmap_opacity: args.heatmap_opacity,
         log: args.log.clone().map(|dir| (dir, args.log_max_mib.max(1) * 1024 * 1024, args.log_frames)),
         max_results: args.max_results,
+        trusted: args.trust.read()?,
         ..EdgeOptions::new(args.model.clone())
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -220,12 +249,13 @@ fn command_run(args: RunArgs) -> Result<()> {
 
 fn command_check(args: CheckArgs) -> Result<()> {
     let start = Instant::now();
-    let (pipeline, verdict, id, _, _, _) = classify(&args.frame)?;
+    let (SelfTest { pipeline, verdict, signer }, id, _, _, _) = classify(&args.frame, &args.trust.read()?)?;
     let card = &pipeline.bundle().card;
     let mut report = serde_json::json!({
         "ok": true,
         "model": card.name,
         "precision": card.precision,
+        "signed_by": signer,
         "frame": id,
     });
     let answer = match &verdict {
@@ -254,7 +284,8 @@ fn command_check(args: CheckArgs) -> Result<()> {
 
 fn command_render(args: RenderArgs) -> Result<()> {
     let layout = parse_layout(&args.layout)?;
-    let (pipeline, verdict, _, width, height, pixels) = classify(&args.frame)?;
+    let (SelfTest { pipeline, verdict, .. }, _, width, height, pixels) =
+        classify(&args.frame, &TrustedKeys::default())?;
     let card = &pipeline.bundle().card;
     let state = ScreenState {
         link: LinkStatus::Receiving,

@@ -39,6 +39,29 @@ pub struct BindArgs {
     pub bundle: PathBuf,
 }
 
+/// `cdnet keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Writes PREFIX.key.pem (private, mode 0600: keep it off the boards) and PREFIX.pub.pem
+    /// (public: give it to the boards with `cdnet-edge --trust`).
+    #[arg(long, value_name = "PREFIX")]
+    pub out: PathBuf,
+    /// Replace existing key files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `cdnet sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The bundle folder (with model.json); it must verify first.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// ed25519 private key, PKCS#8 PEM (`cdnet keygen`, or `openssl genpkey -algorithm ed25519`).
+    #[arg(long, value_name = "KEY.pem")]
+    pub key: PathBuf,
+}
+
 /// `cdnet sweeps`.
 #[derive(Debug, Args)]
 pub struct SweepsArgs {
@@ -110,6 +133,9 @@ pub struct ExportArgs {
     /// Replace an existing bundle folder.
     #[arg(long)]
     pub force: bool,
+    /// Sign the bundle with this ed25519 private key (PKCS#8 PEM, from `cdnet keygen`).
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign: Option<PathBuf>,
 }
 
 /// `cdnet train`.
