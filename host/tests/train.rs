@@ -252,6 +252,20 @@ fn config_errors_name_the_problem() {
     assert!(matches!(err, ConfigError::Parse { .. }));
     assert!(err.to_string().contains("lamda") && err.to_string().contains("bad.toml"), "{err}");
 
+    // The sections that nest a module's config (loss: HcdConfig, zoom: CmzConfig) refuse typos too,
+    // and list their keys.
+    std::fs::write(&path, "[zoom]\nview = 3\n").unwrap();
+    let err = TrainConfig::load(Some(&path), &[]).unwrap_err().to_string();
+    assert!(err.contains("zoom.view") && err.contains("views") && err.contains("bad.toml"), "{err}");
+    let err = TrainConfig::load(None, &["zoom=3".into()]).unwrap_err().to_string();
+    assert!(err.contains("[zoom]"), "{err}");
+    // A run's config.toml reads back as the same config, nested values included.
+    let set = ["zoom.views=3", "loss.lambda=0.25", "zoom.scale=[0.2, 0.6]", "loss.kind=\"supcon\""];
+    let custom = TrainConfig::load(None, &set.map(String::from)).unwrap();
+    assert_eq!((custom.zoom.cmz.views, custom.loss.hcd.lambda, custom.zoom.cmz.scale), (3, 0.25, [0.2, 0.6]));
+    std::fs::write(&path, custom.to_toml()).unwrap();
+    assert_eq!(TrainConfig::load(Some(&path), &[]).unwrap(), custom);
+
     std::fs::write(&path, "[trainig]\nepochs = 2\n").unwrap();
     assert!(TrainConfig::load(Some(&path), &[]).unwrap_err().to_string().contains("trainig"));
 

@@ -44,7 +44,9 @@ pub use error::DataError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Network input side `N`.
+    /// Network input side `N`. Not a key of the training config's `[data]` section (which is this
+    /// struct): there it is `model.input_size`, copied in by `TrainConfig::data_config`.
+    #[serde(skip)]
     pub input_size: usize,
     /// Device crop applied before resizing; `None` = the data set's `dataset.toml`, else none.
     pub crop: Option<CropProfile>,

@@ -11,7 +11,7 @@ use crate::model::wsll::AttentionActivation;
 use crate::model::{BackboneKind, CdnetConfig, EfficientNetConfig};
 use crate::train::step::{LesionEvidence, LossKind, StepConfig, ZoomKind};
 use burn::optim::{AdamConfig, decay::WeightDecayConfig};
-use cdnet_shared::{CenterZoomParams, CropProfile};
+use cdnet_shared::CenterZoomParams;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -91,18 +91,16 @@ impl Default for ModelSection {
     }
 }
 
-/// Loss section.
+/// Loss section. The HCD hyper-parameters are `HcdConfig`'s own fields, flattened so that the
+/// keys stay `loss.temperature`, `loss.lambda`, `loss.off_diagonal`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct LossSection {
     /// "hcd", "supcon" or "ce".
     pub kind: LossKind,
-    /// Contrastive temperature τ.
-    pub temperature: f64,
-    /// λ of the decoupling term (1.0 = the released code, which has no λ).
-    pub lambda: f64,
-    /// d, weight of the off-diagonal decoupling terms.
-    pub off_diagonal: f64,
+    /// τ, λ and d of the HCD loss (τ also of SupCon).
+    #[serde(flatten)]
+    pub hcd: HcdConfig,
     /// Let the classifier heads' cross-entropy train the backbone too (in the joint regime and in
     /// stage 1 of the two-stage regime, whose stage 2 then refits the heads on the inference path).
     /// `false` is the reference (stop-gradient heads), which expects an ImageNet-pretrained backbone
@@ -121,9 +119,7 @@ impl Default for LossSection {
     fn default() -> Self {
         LossSection {
             kind: LossKind::Hcd,
-            temperature: 0.07,
-            lambda: 0.1,
-            off_diagonal: 0.005,
+            hcd: HcdConfig::new(),
             heads_train_backbone: false,
             lesion_evidence: 0.0,
             evidence_sharpness: 2.0,
@@ -131,22 +127,16 @@ impl Default for LossSection {
     }
 }
 
-/// Zoom section: training views and the test-time centre zoom.
+/// Zoom section: training views and the test-time centre zoom. The CMZ hyper-parameters are
+/// `CmzConfig`'s own fields, flattened so that the keys stay `zoom.bbox_threshold`, `zoom.views`, ….
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ZoomSection {
     /// Training views: "cmz", "center" (vanilla zoom-in) or "none".
     pub training: ZoomKind,
-    /// GenBBox threshold (fraction of the attention maximum).
-    pub bbox_threshold: f32,
-    /// Zoom views per image.
-    pub views: usize,
-    /// Beta(α, α) placement.
-    pub beta_alpha: f64,
-    /// Crop area range, fraction of the image.
-    pub scale: [f64; 2],
-    /// Crop aspect-ratio range (w/h).
-    pub ratio: [f64; 2],
+    /// GenBBox threshold, views per image, Beta(α, α) placement, crop area and aspect ranges.
+    #[serde(flatten)]
+    pub cmz: CmzConfig,
     /// Test-time centre zoom threshold (fraction of the attention maximum).
     pub test_threshold: f32,
     /// Test-time padding, fraction of the image side.
@@ -155,16 +145,7 @@ pub struct ZoomSection {
 
 impl Default for ZoomSection {
     fn default() -> Self {
-        ZoomSection {
-            training: ZoomKind::Cmz,
-            bbox_threshold: 0.6,
-            views: 2,
-            beta_alpha: 0.1,
-            scale: [0.3, 0.5],
-            ratio: [0.6, 1.4],
-            test_threshold: 0.5,
-            test_padding: 0.1,
-        }
+        ZoomSection { training: ZoomKind::Cmz, cmz: CmzConfig::new(), test_threshold: 0.5, test_padding: 0.1 }
     }
 }
 
@@ -302,31 +283,6 @@ impl Default for AugmentSection {
     }
 }
 
-/// Data section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataSection {
-    /// Device crop profile (fractions of the frame); absent = the data set's `dataset.toml`, else
-    /// the whole frame.
-    pub crop: Option<CropProfile>,
-    /// Class order; absent = `dataset.toml`, else from the folders.
-    pub classes: Option<Vec<String>>,
-    /// Validation share when there is no val/ folder.
-    pub val_fraction: f32,
-    /// Test share when there are no split folders.
-    pub test_fraction: f32,
-    /// Seed of the drawn split.
-    pub split_seed: u64,
-    /// Skip unreadable images with a warning.
-    pub skip_bad: bool,
-}
-
-impl Default for DataSection {
-    fn default() -> Self {
-        DataSection { crop: None, classes: None, val_fraction: 0.2, test_fraction: 0.0, split_seed: 0, skip_bad: false }
-    }
-}
-
 /// The whole configuration. `Default` is the paper/reference setup.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -343,8 +299,8 @@ pub struct TrainConfig {
     pub training: TrainingSection,
     /// Augmentation.
     pub augment: AugmentSection,
-    /// Data.
-    pub data: DataSection,
+    /// How the data set is read (its `input_size` is `model.input_size`: see [`Self::data_config`]).
+    pub data: DataConfig,
 }
 
 impl TrainConfig {
@@ -365,6 +321,7 @@ impl TrainConfig {
         for item in overrides {
             apply_override(&mut table, item)?;
         }
+        complete_flattened_sections(&mut table, &origin)?;
         let config: TrainConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.clone(), message: e.to_string() })?;
@@ -443,12 +400,12 @@ impl TrainConfig {
             ("training.head_lr", self.training.head_lr, Positive),
             ("optim.epsilon", f64::from(self.optim.epsilon), Positive),
             ("optim.weight_decay", f64::from(self.optim.weight_decay), NonNegative),
-            ("loss.temperature", self.loss.temperature, Positive),
-            ("loss.lambda", self.loss.lambda, NonNegative),
-            ("loss.off_diagonal", self.loss.off_diagonal, NonNegative),
+            ("loss.temperature", self.loss.hcd.temperature, Positive),
+            ("loss.lambda", self.loss.hcd.lambda, NonNegative),
+            ("loss.off_diagonal", self.loss.hcd.off_diagonal, NonNegative),
             ("loss.lesion_evidence", self.loss.lesion_evidence, NonNegative),
             ("loss.evidence_sharpness", self.loss.evidence_sharpness, Positive),
-            ("zoom.bbox_threshold", f64::from(self.zoom.bbox_threshold), Fraction),
+            ("zoom.bbox_threshold", f64::from(self.zoom.cmz.bbox_threshold), Fraction),
             ("zoom.test_threshold", f64::from(self.zoom.test_threshold), Fraction),
             ("zoom.test_padding", self.zoom.test_padding, Padding),
         ];
@@ -484,12 +441,7 @@ impl TrainConfig {
 
     /// CMZ parameters.
     pub fn cmz(&self) -> CmzConfig {
-        CmzConfig::new()
-            .with_bbox_threshold(self.zoom.bbox_threshold)
-            .with_views(self.zoom.views)
-            .with_beta_alpha(self.zoom.beta_alpha)
-            .with_scale(self.zoom.scale)
-            .with_ratio(self.zoom.ratio)
+        self.zoom.cmz.clone()
     }
 
     /// Test-time centre zoom parameters.
@@ -504,10 +456,7 @@ impl TrainConfig {
         let warm_up = epoch <= self.training.warmup_epochs;
         StepConfig {
             loss: if warm_up { LossKind::Ce } else { self.loss.kind },
-            hcd: HcdConfig::new()
-                .with_temperature(self.loss.temperature)
-                .with_lambda(self.loss.lambda)
-                .with_off_diagonal(self.loss.off_diagonal),
+            hcd: self.loss.hcd.clone(),
             // Warm-up views come from the deterministic centre zoom: CE on random CMZ crops of an
             // untrained attention map learns far more slowly.
             zoom: if warm_up && self.zoom.training != ZoomKind::None { ZoomKind::Center } else { self.zoom.training },
@@ -539,17 +488,9 @@ impl TrainConfig {
         }
     }
 
-    /// Data loading parameters.
+    /// Data loading parameters, at the model's input size.
     pub fn data_config(&self) -> DataConfig {
-        DataConfig {
-            input_size: self.model.input_size,
-            crop: self.data.crop,
-            classes: self.data.classes.clone(),
-            val_fraction: self.data.val_fraction,
-            test_fraction: self.data.test_fraction,
-            split_seed: self.data.split_seed,
-            skip_bad: self.data.skip_bad,
-        }
+        DataConfig { input_size: self.model.input_size, ..self.data.clone() }
     }
 }
 
@@ -559,6 +500,36 @@ fn kind_name(kind: LossKind) -> &'static str {
         LossKind::Supcon => "supcon",
         LossKind::Ce => "ce",
     }
+}
+
+/// Sections that flatten a module's config (whose derived deserializer needs every key, and where
+/// serde cannot deny unknown fields): their unknown keys are refused here, by name, and their
+/// missing keys filled from the defaults.
+const FLATTENED_SECTIONS: [&str; 2] = ["loss", "zoom"];
+
+fn complete_flattened_sections(table: &mut toml::Table, origin: &str) -> Result<(), ConfigError> {
+    let defaults = toml::Table::try_from(TrainConfig::default())
+        .map_err(|e| ConfigError::Parse { origin: "(defaults)".into(), message: e.to_string() })?;
+    for section in FLATTENED_SECTIONS {
+        let Some(known) = defaults.get(section).and_then(toml::Value::as_table) else { continue };
+        let given = match table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+            toml::Value::Table(given) => given,
+            _ => {
+                let message = format!("`{section}` must be a section ([{section}]), not a value");
+                return Err(ConfigError::Parse { origin: origin.into(), message });
+            }
+        };
+        if let Some(unknown) = given.keys().find(|key| !known.contains_key(*key)) {
+            let names: Vec<&str> = known.keys().map(String::as_str).collect();
+            let message =
+                format!("unknown key `{section}.{unknown}`; the keys of [{section}] are: {}", names.join(", "));
+            return Err(ConfigError::Parse { origin: origin.into(), message });
+        }
+        for (key, value) in known {
+            given.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Applies `section.key=value` (value in TOML syntax; bare words are taken as strings).
