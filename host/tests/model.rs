@@ -8,7 +8,7 @@ use burn::tensor::Gradients;
 use cdnet_host::model::cmz::{CmzConfig, contrastive_crop, gen_bbox};
 use cdnet_host::model::infer::{planes_to_batch, predict, to_vec};
 use cdnet_host::model::loss::{HcdConfig, cross_entropy, decoupling_terms, hcd, supcon};
-use cdnet_host::model::{Cdnet, CdnetConfig, EfficientNetConfig};
+use cdnet_host::model::{Cdnet, CdnetConfig, EfficientNetConfig, NetworkConfig};
 use cdnet_host::train::step::{Batch, LesionEvidence, LossKind, StepConfig, ZoomKind, training_loss};
 use cdnet_shared::{CenterZoomParams, Rect};
 use proptest::prelude::*;
@@ -28,13 +28,14 @@ fn device_rng() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn tiny(classes: usize) -> CdnetConfig {
-    CdnetConfig::new(EfficientNetConfig::tiny(), classes)
+    let network = NetworkConfig::new()
         .with_input_size(64)
         .with_texture_channels(32)
         .with_feature_dim(64)
         .with_attention_maps(8)
         .with_projection_hidden(32)
-        .with_projection_dim(16)
+        .with_projection_dim(16);
+    CdnetConfig::new(EfficientNetConfig::tiny(), classes).with_network(network)
 }
 
 fn rows(values: &[f32], b: usize) -> Vec<Vec<f32>> {
@@ -433,4 +434,39 @@ fn inference_path_uses_the_shared_centre_zoom() {
         .fold(0.0f32, f32::max);
     assert!(diff < 1e-5, "{diff}");
     let _ = (rows(&[0.0; 4], 2), planes_to_batch(&planes[..1], 64, &device), Rect::full(1, 1));
+}
+
+/// A model saved before `CdnetConfig` nested its `NetworkConfig` (the layer widths directly under
+/// `cdnet` in its JSON) still loads, as the same network with the same weights.
+#[test]
+fn a_model_saved_with_the_flat_network_keys_still_loads() {
+    use cdnet_host::model::saved::{ModelInfo, load, save};
+    let _rng = device_rng();
+    let device = Device::flex();
+    let config = tiny(3).with_network(tiny(3).network.with_leaky_slope(0.02));
+    let model = config.init(&device);
+    let info = ModelInfo {
+        format: 1,
+        cdnet: config.clone(),
+        labels: cdnet_shared::labels::LabelSet::new(["a", "b", "c"]).unwrap(),
+        preprocess: cdnet_shared::PreprocessConfig { input_size: 64, ..Default::default() },
+        center_zoom: Default::default(),
+        training: Value::Null,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let stem = dir.path().join("old");
+    save(&model, &info, &stem).unwrap();
+    let json = stem.with_extension("json");
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let cdnet = saved["cdnet"].as_object_mut().unwrap();
+    let network = cdnet.remove("network").unwrap();
+    cdnet.extend(network.as_object().unwrap().clone());
+    assert!(saved["cdnet"]["feature_dim"] == 64 && saved["cdnet"].get("network").is_none());
+    std::fs::write(&json, serde_json::to_vec(&saved).unwrap()).unwrap();
+
+    let (loaded, loaded_info) = load(&stem, &device).unwrap();
+    assert_eq!(loaded_info.cdnet, config);
+    let x = Tensor::<4>::random([1, 3, 64, 64], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+    let (a, b) = (to_vec(model.extract(x.clone()).feature), to_vec(loaded.extract(x).feature));
+    assert_eq!(a, b, "the loaded weights differ");
 }

@@ -5,7 +5,7 @@
 use burn::prelude::Device;
 use cdnet_edge::sim::Source;
 use cdnet_host::export::{ExportOptions, export};
-use cdnet_host::model::cdnet::CdnetConfig;
+use cdnet_host::model::cdnet::{CdnetConfig, NetworkConfig};
 use cdnet_host::model::efficientnet::EfficientNetConfig;
 use cdnet_host::model::saved::{ModelInfo, save};
 use cdnet_integration::shipped_bundle;
@@ -209,7 +209,7 @@ fn bind_accepts_a_reviewed_card_edit() {
 #[test]
 fn b3_at_224_exports_and_runs_in_tract() {
     let dir = tempfile::tempdir().unwrap();
-    let config = CdnetConfig::new(EfficientNetConfig::b3(), 5).with_input_size(224);
+    let config = CdnetConfig::new(EfficientNetConfig::b3(), 5).with_network(NetworkConfig::new().with_input_size(224));
     let device = Device::flex();
     let model = config.init(&device);
     let info = ModelInfo {

@@ -222,7 +222,7 @@ fn check_options(options: &ExportOptions, model: &Cdnet) -> Result<()> {
 
 /// The backbone and head graphs, captured and edited, with their producer set.
 fn graphs(options: &ExportOptions, info: &ModelInfo, zoom: bool) -> Result<(Graph, Graph)> {
-    let feature_dim = info.cdnet.feature_dim;
+    let feature_dim = info.cdnet.network.feature_dim;
     let width = if zoom { 2 * feature_dim } else { feature_dim };
     let mut backbone = backbone_graph(&options.model, info.preprocess.input_size)?;
     let mut head = head_graph(&options.model, width)?;
@@ -253,7 +253,7 @@ fn card_for(options: &ExportOptions, info: &ModelInfo, zoom: bool, backbone: &Gr
         refer_threshold: options.refer_threshold,
         attention_side: info.cdnet.attention_size(),
         heatmap_side: Some(2 * info.cdnet.attention_size()),
-        feature_dim: info.cdnet.feature_dim,
+        feature_dim: info.cdnet.network.feature_dim,
         backbone: "backbone.onnx".into(),
         head: "head.onnx".into(),
         opset: backbone.opset(),

@@ -10,14 +10,12 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 
-/// Every hyper-parameter of the network. Defaults are the reference (b3 at 224, adapters to the
-/// ResNet-50 widths 1024/2048, M = 32 maps, projection 2048 → 128 → 128).
+/// The hyper-parameters of what CDNet builds around its backbone (adapters, WSLL, projection,
+/// classifiers) and the input size. Defaults are the reference (224 px, adapters to the ResNet-50
+/// widths 1024/2048, M = 32 maps, projection 2048 → 128 → 128). A training config's `[model]`
+/// section holds these keys directly.
 #[derive(Config, Debug, PartialEq)]
-pub struct CdnetConfig {
-    /// The EfficientNet variant.
-    pub backbone: EfficientNetConfig,
-    /// Number of classes `K`.
-    pub num_classes: usize,
+pub struct NetworkConfig {
     /// Input side `N`; a multiple of 32.
     #[config(default = 224)]
     pub input_size: usize,
@@ -46,6 +44,19 @@ pub struct CdnetConfig {
     /// Negative slope of the LeakyReLU in front of both classifiers.
     #[config(default = 0.01)]
     pub leaky_slope: f64,
+}
+
+/// The whole network: the backbone variant, the layers around it, the class count and the
+/// inference path.
+#[derive(Config, Debug, PartialEq)]
+pub struct CdnetConfig {
+    /// The EfficientNet variant.
+    pub backbone: EfficientNetConfig,
+    /// Number of classes `K`.
+    pub num_classes: usize,
+    /// Input size and the layers around the backbone.
+    #[config(default = "NetworkConfig::new()")]
+    pub network: NetworkConfig,
     /// Inference path: global pass, centre zoom on the attention box, second pass, fused head
     /// (`true`, CDNet); or one pass and the per-view head (`false`, the no-zoom ablations).
     #[config(default = true)]
@@ -56,19 +67,24 @@ impl CdnetConfig {
     /// Checks sizes that would otherwise fail deep inside a forward pass.
     pub fn validate(&self) -> Result<(), String> {
         self.backbone.validate()?;
-        if self.input_size < 32 || !self.input_size.is_multiple_of(32) {
+        let network = &self.network;
+        if network.input_size < 32 || !network.input_size.is_multiple_of(32) {
             return Err(format!(
                 "input_size {} must be a multiple of 32 (the backbone's total stride)",
-                self.input_size
+                network.input_size
             ));
         }
         if self.num_classes < 2 {
             return Err(format!("num_classes must be at least 2, got {}", self.num_classes));
         }
-        if self.zoom_inference && !self.wsll {
+        if self.zoom_inference && !network.wsll {
             return Err("zoom_inference needs the WSLL attention (wsll = true): the zoom box comes from it".into());
         }
-        if self.feature_dim == 0 || self.texture_channels == 0 || self.attention_maps == 0 || self.projection_dim == 0 {
+        if network.feature_dim == 0
+            || network.texture_channels == 0
+            || network.attention_maps == 0
+            || network.projection_dim == 0
+        {
             return Err("feature_dim, texture_channels, attention_maps and projection_dim must be positive".into());
         }
         Ok(())
@@ -76,35 +92,36 @@ impl CdnetConfig {
 
     /// Side of the attention map, `N / 32`.
     pub fn attention_size(&self) -> usize {
-        self.input_size / 32
+        self.network.input_size / 32
     }
 
     /// Builds the network.
     pub fn init(&self, device: &Device) -> Cdnet {
+        let network = &self.network;
         let (c14, c7) = self.backbone.tap_channels();
         let adapter = |from: usize, to: usize| Conv2dConfig::new([from, to], [1, 1]).init(device);
         let head = |inputs: usize| Head {
             linear: LinearConfig::new(inputs, self.num_classes).init(device),
-            leaky_slope: self.leaky_slope,
+            leaky_slope: network.leaky_slope,
         };
         Cdnet {
             extractor: FeatureExtractor {
                 backbone: self.backbone.init(device),
-                adapter14: adapter(c14, self.texture_channels),
-                adapter7: adapter(c7, self.feature_dim),
-                wsll: self.wsll.then(|| {
-                    WsllConfig::new(self.texture_channels, self.feature_dim)
-                        .with_attention_maps(self.attention_maps)
-                        .with_activation(self.attention_activation)
+                adapter14: adapter(c14, network.texture_channels),
+                adapter7: adapter(c7, network.feature_dim),
+                wsll: network.wsll.then(|| {
+                    WsllConfig::new(network.texture_channels, network.feature_dim)
+                        .with_attention_maps(network.attention_maps)
+                        .with_activation(network.attention_activation)
                         .init(device)
                 }),
             },
             projection: Projection {
-                hidden: LinearConfig::new(self.feature_dim, self.projection_hidden).init(device),
-                out: LinearConfig::new(self.projection_hidden, self.projection_dim).init(device),
+                hidden: LinearConfig::new(network.feature_dim, network.projection_hidden).init(device),
+                out: LinearConfig::new(network.projection_hidden, network.projection_dim).init(device),
             },
-            cls_head: head(self.feature_dim),
-            en_fc: head(2 * self.feature_dim),
+            cls_head: head(network.feature_dim),
+            en_fc: head(2 * network.feature_dim),
             zoom_inference: self.zoom_inference,
         }
     }

@@ -11,5 +11,5 @@ pub mod saved;
 pub mod weights;
 pub mod wsll;
 
-pub use cdnet::{Cdnet, CdnetConfig, Extracted, FeatureExtractor, Head};
+pub use cdnet::{Cdnet, CdnetConfig, Extracted, FeatureExtractor, Head, NetworkConfig};
 pub use efficientnet::{BackboneKind, EfficientNet, EfficientNetConfig};

@@ -126,12 +126,40 @@ pub fn resolve(path: &Path) -> Result<(PathBuf, PathBuf), SavedModelError> {
     Ok((weights, json))
 }
 
+/// The `NetworkConfig` keys, which models saved before it existed have directly in `cdnet`.
+const NETWORK_KEYS: [&str; 9] = [
+    "input_size",
+    "texture_channels",
+    "feature_dim",
+    "attention_maps",
+    "attention_activation",
+    "projection_hidden",
+    "projection_dim",
+    "wsll",
+    "leaky_slope",
+];
+
+/// Reads a model saved before `CdnetConfig` nested its `NetworkConfig`: moves those keys from
+/// `cdnet` into `cdnet.network`, so every trained model keeps loading.
+fn nest_network_keys(info: &mut serde_json::Value) {
+    let Some(cdnet) = info.get_mut("cdnet").and_then(serde_json::Value::as_object_mut) else { return };
+    if cdnet.contains_key("network") {
+        return;
+    }
+    let network: serde_json::Map<String, serde_json::Value> =
+        NETWORK_KEYS.iter().filter_map(|key| cdnet.remove(*key).map(|value| (key.to_string(), value))).collect();
+    cdnet.insert("network".into(), serde_json::Value::Object(network));
+}
+
 /// Loads a saved model onto `device`.
 pub fn load(path: &Path, device: &Device) -> Result<(Cdnet, ModelInfo), SavedModelError> {
     let (weights, json) = resolve(path)?;
     let read = |p: &Path, e: String| SavedModelError::Read { path: p.to_path_buf(), reason: e };
-    let info: ModelInfo = serde_json::from_slice(&std::fs::read(&json).map_err(|e| read(&json, e.to_string()))?)
-        .map_err(|e| read(&json, e.to_string()))?;
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).map_err(|e| read(&json, e.to_string()))?)
+            .map_err(|e| read(&json, e.to_string()))?;
+    nest_network_keys(&mut value);
+    let info: ModelInfo = serde_json::from_value(value).map_err(|e| read(&json, e.to_string()))?;
     info.cdnet.validate().map_err(|e| read(&json, e))?;
     if info.labels.len() != info.cdnet.num_classes {
         return Err(read(&json, format!("{} labels for {} outputs", info.labels.len(), info.cdnet.num_classes)));

@@ -71,7 +71,7 @@ pub fn bench_step(
     if run.batch < 2 || run.steps == 0 {
         bail!("the step benchmark needs a batch of at least 2 and at least 1 timed step");
     }
-    let size = config.model.input_size;
+    let size = config.model.network.input_size;
     let device = device.clone().autodiff();
     device.seed(config.training.seed);
     let mut model = config.cdnet(CLASSES)?.init(&device);

@@ -7,8 +7,7 @@
 use crate::data::DataConfig;
 use crate::model::cmz::CmzConfig;
 use crate::model::loss::HcdConfig;
-use crate::model::wsll::AttentionActivation;
-use crate::model::{BackboneKind, CdnetConfig, EfficientNetConfig};
+use crate::model::{BackboneKind, CdnetConfig, EfficientNetConfig, NetworkConfig};
 use crate::train::step::{LesionEvidence, LossKind, StepConfig, ZoomKind};
 use burn::optim::{AdamConfig, decay::WeightDecayConfig};
 use cdnet_shared::CenterZoomParams;
@@ -39,9 +38,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Model section.
+/// Model section: the backbone and its weights, and `NetworkConfig`'s own fields (flattened: the
+/// keys are `model.input_size`, `model.feature_dim`, …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ModelSection {
     /// EfficientNet variant: b0, b1, b2, b3, lite0, lite1, lite2, small, tiny.
     pub backbone: BackboneKind,
@@ -52,24 +52,12 @@ pub struct ModelSection {
     /// sha256 the backbone weights must have (not needed for the checkpoints listed in
     /// `model::weights::KNOWN_CHECKPOINTS`).
     pub backbone_weights_sha256: Option<String>,
-    /// Input side (multiple of 32).
-    pub input_size: usize,
-    /// Stride-16 adapter width.
-    pub texture_channels: usize,
-    /// Feature width `D` (stride-32 adapter).
-    pub feature_dim: usize,
-    /// Attention maps `M`.
-    pub attention_maps: usize,
-    /// "relu" (code) or "sigmoid" (paper).
-    pub attention_activation: AttentionActivation,
-    /// Projection hidden width.
-    pub projection_hidden: usize,
-    /// Projection output width.
-    pub projection_dim: usize,
-    /// WSLL attention + MCSP; false = EfficientNet baseline with global average pooling.
-    pub wsll: bool,
     /// Stochastic depth rate of the last block (0 = off, as the reference).
     pub drop_path: f64,
+    /// Input size, adapter widths, attention maps and activation, projection widths, WSLL on/off,
+    /// classifier LeakyReLU slope.
+    #[serde(flatten)]
+    pub network: NetworkConfig,
 }
 
 impl Default for ModelSection {
@@ -78,15 +66,8 @@ impl Default for ModelSection {
             backbone: BackboneKind::B3,
             backbone_weights: None,
             backbone_weights_sha256: None,
-            input_size: 224,
-            texture_channels: 1024,
-            feature_dim: 2048,
-            attention_maps: 32,
-            attention_activation: AttentionActivation::Relu,
-            projection_hidden: 128,
-            projection_dim: 128,
-            wsll: true,
             drop_path: 0.0,
+            network: NetworkConfig::new(),
         }
     }
 }
@@ -344,7 +325,7 @@ impl TrainConfig {
                 kind_name(self.loss.kind)
             ));
         }
-        if self.zoom.training != ZoomKind::None && !self.model.wsll {
+        if self.zoom.training != ZoomKind::None && !self.model.network.wsll {
             return invalid(
                 "zoom views come from the WSLL attention: set model.wsll = true or zoom.training = \"none\"".into(),
             );
@@ -361,7 +342,7 @@ impl TrainConfig {
                 self.training.warmup_epochs, self.training.epochs
             ));
         }
-        if self.loss.lesion_evidence > 0.0 && !self.model.wsll {
+        if self.loss.lesion_evidence > 0.0 && !self.model.network.wsll {
             return invalid(
                 "loss.lesion_evidence works on the WSLL heatmap: set model.wsll = true or loss.lesion_evidence = 0"
                     .into(),
@@ -424,16 +405,8 @@ impl TrainConfig {
 
     /// The network configuration for `num_classes` classes.
     pub fn cdnet(&self, num_classes: usize) -> Result<CdnetConfig, ConfigError> {
-        let m = &self.model;
         let config = CdnetConfig::new(self.backbone(), num_classes)
-            .with_input_size(m.input_size)
-            .with_texture_channels(m.texture_channels)
-            .with_feature_dim(m.feature_dim)
-            .with_attention_maps(m.attention_maps)
-            .with_attention_activation(m.attention_activation)
-            .with_projection_hidden(m.projection_hidden)
-            .with_projection_dim(m.projection_dim)
-            .with_wsll(m.wsll)
+            .with_network(self.model.network.clone())
             .with_zoom_inference(self.zoom.training != ZoomKind::None);
         config.validate().map_err(ConfigError::Invalid)?;
         Ok(config)
@@ -490,7 +463,7 @@ impl TrainConfig {
 
     /// Data loading parameters, at the model's input size.
     pub fn data_config(&self) -> DataConfig {
-        DataConfig { input_size: self.model.input_size, ..self.data.clone() }
+        DataConfig { input_size: self.model.network.input_size, ..self.data.clone() }
     }
 }
 
@@ -502,16 +475,30 @@ fn kind_name(kind: LossKind) -> &'static str {
     }
 }
 
-/// Sections that flatten a module's config (whose derived deserializer needs every key, and where
-/// serde cannot deny unknown fields): their unknown keys are refused here, by name, and their
-/// missing keys filled from the defaults.
-const FLATTENED_SECTIONS: [&str; 2] = ["loss", "zoom"];
+/// Sections that flatten a module's config (`NetworkConfig`, `HcdConfig`, `CmzConfig`: burn's
+/// derived deserializer needs every key, and serde cannot deny unknown fields next to a flattened
+/// struct): their unknown keys are refused here, by name, and their missing keys filled from the
+/// defaults.
+const FLATTENED_SECTIONS: [&str; 3] = ["model", "loss", "zoom"];
 
 fn complete_flattened_sections(table: &mut toml::Table, origin: &str) -> Result<(), ConfigError> {
-    let defaults = toml::Table::try_from(TrainConfig::default())
-        .map_err(|e| ConfigError::Parse { origin: "(defaults)".into(), message: e.to_string() })?;
+    let as_table = |config: TrainConfig| {
+        toml::Table::try_from(config)
+            .map_err(|e| ConfigError::Parse { origin: "(defaults)".into(), message: e.to_string() })
+    };
+    let defaults = as_table(TrainConfig::default())?;
+    // TOML has no null: an optional key is listed only when set, so set them all to list them.
+    let mut every_key = TrainConfig::default();
+    every_key.model.backbone_weights = Some(PathBuf::new());
+    every_key.model.backbone_weights_sha256 = Some(String::new());
+    let every_key = as_table(every_key)?;
     for section in FLATTENED_SECTIONS {
-        let Some(known) = defaults.get(section).and_then(toml::Value::as_table) else { continue };
+        let (Some(known), Some(default)) = (
+            every_key.get(section).and_then(toml::Value::as_table),
+            defaults.get(section).and_then(toml::Value::as_table),
+        ) else {
+            continue;
+        };
         let given = match table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
             toml::Value::Table(given) => given,
             _ => {
@@ -525,7 +512,7 @@ fn complete_flattened_sections(table: &mut toml::Table, origin: &str) -> Result<
                 format!("unknown key `{section}.{unknown}`; the keys of [{section}] are: {}", names.join(", "));
             return Err(ConfigError::Parse { origin: origin.into(), message });
         }
-        for (key, value) in known {
+        for (key, value) in default {
             given.entry(key.clone()).or_insert_with(|| value.clone());
         }
     }

@@ -151,7 +151,7 @@ pub(super) struct Run<'a> {
 
 impl Run<'_> {
     pub(super) fn n(&self) -> usize {
-        self.config.model.input_size
+        self.config.model.network.input_size
     }
 
     /// Validation metrics of `model` (eval mode), if there is a validation split.
@@ -337,7 +337,11 @@ fn model_info(
         format: 1,
         cdnet: cdnet.clone(),
         labels: data.labels.clone(),
-        preprocess: PreprocessConfig { input_size: config.model.input_size, crop: data.crop, ..Default::default() },
+        preprocess: PreprocessConfig {
+            input_size: config.model.network.input_size,
+            crop: data.crop,
+            ..Default::default()
+        },
         center_zoom: config.center_zoom(),
         training: serde_json::json!({
             "command": command,
