@@ -371,142 +371,157 @@ pub fn simulate(link: LinkHalves, options: &SimOptions, mut unplug: Option<&mut 
     let start = Instant::now();
     let mut report = SimReport::default();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let mut reader_stop = Arc::new(AtomicBool::new(false));
-    let (mut writer, mut replies) = (link.writer, spawn_reader(link.reader, reader_stop.clone()));
     let first = options.frames.first().context("no frames to send")?;
-    let hello = |w: u16, h: u16| {
-        Message::Hello(Hello {
-            probe_id: truncated("cdnet-probe-sim"),
-            frame_width: w,
-            frame_height: h,
-            pixel_format: PixelFormat::Gray8,
-            max_chunk: options.chunk as u32,
-        })
-    };
-    let greet = |writer: &mut Box<dyn Write + Send>| -> Result<()> {
-        writer.write_all(&[0])?;
-        writer.write_all(&encode_packet_vec(&hello(first.width, first.height))?)?;
-        writer.flush()?;
-        Ok(())
-    };
-    greet(&mut writer)?;
-    let collect = |replies: &Receiver<Reply>, report: &mut SimReport, until: Instant, want: Option<u32>| -> bool {
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match replies.recv_timeout(left) {
-                Ok(Reply::Ready(r)) => report.ready = Some(format!("{} ({} classes)", r.model, r.classes)),
-                Ok(Reply::Result(r)) => {
-                    let seq = r.seq;
-                    if options.verbose {
-                        println!(
-                            "seq {seq}: class {} p {:.3} latency {:.1} ms",
-                            r.class_index,
-                            r.probabilities.get(r.class_index as usize).copied().unwrap_or(0.0),
-                            r.latency_us as f64 / 1000.0
-                        );
-                    }
-                    report.results.push(ResultLine {
-                        seq,
-                        class: r.class_index as usize,
-                        probabilities: r.probabilities.to_vec(),
-                        uncertain: r.uncertain,
-                        latency_ms: r.latency_us as f64 / 1000.0,
-                    });
-                    if want == Some(seq) {
-                        return true;
-                    }
-                }
-                Ok(Reply::Error(e)) => {
-                    if options.verbose {
-                        println!("error {:?} (seq {:?}): {}", e.code, e.seq, e.detail);
-                    }
-                    report.errors.push(format!("{:?} {:?}: {}", e.code, e.seq, e.detail));
-                    if e.seq.is_some() && e.seq == want {
-                        return true;
-                    }
-                }
-                Ok(Reply::Skipped(skipped)) => {
-                    report.skipped.push((skipped.seq, skipped.newer));
-                    if want == Some(skipped.seq) {
-                        return true;
-                    }
-                }
-                Ok(Reply::NoEye(refused)) => {
-                    if options.verbose {
-                        println!("frame {}: no eye in view ({})", refused.seq, headline_of_code(refused.reason));
-                    }
-                    report.no_eye.push((refused.seq, refused.reason));
-                    if want == Some(refused.seq) {
-                        return true;
-                    }
-                }
-                Ok(Reply::DecodeErrors(n)) => report.decode_errors = n,
-                Err(_) => return false,
-            }
-        }
-    };
-    // The edge may attach after a greeting was sent: repeat it until `Ready` (or give up and stream
-    // anyway; the edge then refuses each frame with `NotReady`, which the report shows).
-    let await_ready = |writer: &mut Box<dyn Write + Send>, replies: &Receiver<Reply>, report: &mut SimReport| {
-        report.ready = None;
-        let deadline = Instant::now() + options.wait_ready;
-        loop {
-            collect(replies, report, Instant::now() + Duration::from_millis(300), None);
-            if report.ready.is_some() || Instant::now() >= deadline {
-                return Ok::<(), anyhow::Error>(());
-            }
-            greet(writer)?;
-        }
-    };
-    await_ready(&mut writer, &replies, &mut report)?;
+    let hello = hello(options, first.width, first.height)?;
+    let mut probe = ProbeEnd::open(link);
+    probe.await_ready(&hello, options, &mut report)?;
     let period = (options.rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate_hz));
     for (i, frame) in options.frames.iter().enumerate() {
         if options.unplug_after == Some(i)
             && let Some(unplug) = unplug.as_deref_mut()
         {
             // Close every handle on the old port so the edge sees the hang-up.
-            reader_stop.store(true, Ordering::Relaxed);
-            drop(writer);
+            probe.close();
             thread::sleep(Duration::from_millis(200));
-            let halves = unplug.replug(Duration::from_millis(1500))?;
-            reader_stop = Arc::new(AtomicBool::new(false));
-            writer = halves.writer;
-            replies = spawn_reader(halves.reader, reader_stop.clone());
-            greet(&mut writer)?;
-            await_ready(&mut writer, &replies, &mut report)?;
+            probe = ProbeEnd::open(unplug.replug(Duration::from_millis(1500))?);
+            probe.await_ready(&hello, options, &mut report)?;
         }
         let tick = Instant::now();
         let seq = i as u32;
-        let timestamp_us = start.elapsed().as_micros() as u64;
-        let mut intact = true;
-        // A sync zero before every frame: a corrupted previous frame cannot swallow this one.
-        let mut bytes = vec![0u8];
-        for chunk in frame_chunks(seq, timestamp_us, frame.width, frame.height, &frame.pixels, options.chunk) {
-            let mut packet = encode_packet_vec(&Message::FrameChunk(chunk))?;
-            intact &= corrupt(&mut packet, options.faults, &mut rng);
-            bytes.extend(packet);
-        }
-        if writer.write_all(&bytes).and_then(|_| writer.flush()).is_err() {
+        let (bytes, intact) = frame_bytes(seq, start.elapsed().as_micros() as u64, frame, options, &mut rng)?;
+        if probe.writer.write_all(&bytes).and_then(|_| probe.writer.flush()).is_err() {
             bail!("the link closed while sending frame {seq}");
         }
         report.sent.push(SentFrame { seq, id: frame.id.clone(), intact, class: frame.class });
-        if options.lockstep {
-            collect(&replies, &mut report, Instant::now() + options.reply_timeout, Some(seq));
-        } else {
-            let until = period.map_or(Instant::now(), |p| tick + p);
-            collect(&replies, &mut report, until, None);
-        }
+        let (until, want) = match (options.lockstep, period) {
+            (true, _) => (Instant::now() + options.reply_timeout, Some(seq)),
+            (false, period) => (period.map_or(Instant::now(), |p| tick + p), None),
+        };
+        probe.collect(&mut report, until, want, options.verbose);
     }
     // Late replies.
-    collect(
-        &replies,
-        &mut report,
-        Instant::now() + Duration::from_millis(if options.lockstep { 200 } else { 2000 }),
-        None,
-    );
-    reader_stop.store(true, Ordering::Relaxed);
+    let late = Duration::from_millis(if options.lockstep { 200 } else { 2000 });
+    probe.collect(&mut report, Instant::now() + late, None, options.verbose);
+    probe.close();
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The probe's greeting for frames of `width` × `height`, as bytes: a sync zero, then the packet.
+fn hello(options: &SimOptions, width: u16, height: u16) -> Result<Vec<u8>> {
+    let hello = Message::Hello(Hello {
+        probe_id: truncated("cdnet-probe-sim"),
+        frame_width: width,
+        frame_height: height,
+        pixel_format: PixelFormat::Gray8,
+        max_chunk: options.chunk as u32,
+    });
+    Ok([vec![0u8], encode_packet_vec(&hello)?].concat())
+}
+
+/// One frame on the wire: a sync zero (so a corrupted previous frame cannot swallow this one),
+/// then its chunks, each possibly corrupted by the fault model; and whether it went out intact.
+fn frame_bytes(
+    seq: u32,
+    timestamp_us: u64,
+    frame: &SourceFrame,
+    options: &SimOptions,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Vec<u8>, bool)> {
+    let mut intact = true;
+    let mut bytes = vec![0u8];
+    for chunk in frame_chunks(seq, timestamp_us, frame.width, frame.height, &frame.pixels, options.chunk) {
+        let mut packet = encode_packet_vec(&Message::FrameChunk(chunk))?;
+        intact &= corrupt(&mut packet, options.faults, rng);
+        bytes.extend(packet);
+    }
+    Ok((bytes, intact))
+}
+
+/// The probe's end of one plugged-in link: what it writes, and the replies its reader thread
+/// decodes.
+struct ProbeEnd {
+    writer: Box<dyn Write + Send>,
+    replies: Receiver<Reply>,
+    reader_stop: Arc<AtomicBool>,
+}
+
+impl ProbeEnd {
+    fn open(link: LinkHalves) -> ProbeEnd {
+        let reader_stop = Arc::new(AtomicBool::new(false));
+        ProbeEnd { writer: link.writer, replies: spawn_reader(link.reader, reader_stop.clone()), reader_stop }
+    }
+
+    /// Stops the reader and drops the writer: no handle on the port is left.
+    fn close(self) {
+        self.reader_stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Greets until `Ready`: the edge may attach after a greeting was sent. After `wait_ready` it
+    /// streams anyway; the edge then refuses each frame with `NotReady`, which the report shows.
+    fn await_ready(&mut self, hello: &[u8], options: &SimOptions, report: &mut SimReport) -> Result<()> {
+        report.ready = None;
+        let deadline = Instant::now() + options.wait_ready;
+        loop {
+            self.writer.write_all(hello)?;
+            self.writer.flush()?;
+            self.collect(report, Instant::now() + Duration::from_millis(300), None, options.verbose);
+            if report.ready.is_some() || Instant::now() >= deadline {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Records replies until `until`, or until the one that answers frame `want`; whether it came.
+    fn collect(&self, report: &mut SimReport, until: Instant, want: Option<u32>, verbose: bool) -> bool {
+        loop {
+            match self.replies.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(reply) => {
+                    if record(reply, report, verbose).is_some_and(|seq| Some(seq) == want) {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Adds `reply` to the report; returns the frame it answers, if it answers one.
+fn record(reply: Reply, report: &mut SimReport, verbose: bool) -> Option<u32> {
+    match reply {
+        Reply::Ready(r) => report.ready = Some(format!("{} ({} classes)", r.model, r.classes)),
+        Reply::Result(r) => {
+            let (class, latency_ms) = (r.class_index as usize, r.latency_us as f64 / 1000.0);
+            if verbose {
+                let p = r.probabilities.get(class).copied().unwrap_or(0.0);
+                println!("seq {}: class {class} p {p:.3} latency {latency_ms:.1} ms", r.seq);
+            }
+            let probabilities = r.probabilities.to_vec();
+            report.results.push(ResultLine { seq: r.seq, class, probabilities, uncertain: r.uncertain, latency_ms });
+            return Some(r.seq);
+        }
+        Reply::Error(e) => {
+            if verbose {
+                println!("error {:?} (seq {:?}): {}", e.code, e.seq, e.detail);
+            }
+            report.errors.push(format!("{:?} {:?}: {}", e.code, e.seq, e.detail));
+            return e.seq;
+        }
+        Reply::Skipped(skipped) => {
+            report.skipped.push((skipped.seq, skipped.newer));
+            return Some(skipped.seq);
+        }
+        Reply::NoEye(refused) => {
+            if verbose {
+                println!("frame {}: no eye in view ({})", refused.seq, headline_of_code(refused.reason));
+            }
+            report.no_eye.push((refused.seq, refused.reason));
+            return Some(refused.seq);
+        }
+        Reply::DecodeErrors(n) => report.decode_errors = n,
+    }
+    None
 }
 
 /// A pseudo-terminal the simulator owns, published under a stable symlink (as udev would publish
