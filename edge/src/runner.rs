@@ -165,6 +165,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// How long an unchanged screen stays without a redraw.
+const REDRAW_ANYWAY: Duration = Duration::from_secs(1);
+
 /// Loads and verifies the bundle (a missing or tampered model is an error here, before anything
 /// starts), then runs until `stop` is set or `max_results` results were sent.
 pub fn run(
@@ -226,15 +229,24 @@ pub fn run(
         thread::Builder::new().name("display".into()).spawn(move || {
             let (w, h) = display.size();
             let mut canvas = Canvas::new(w, h);
+            let mut drawn: Option<(ScreenState, Instant)> = None;
             while !shared.stop.load(Ordering::Relaxed) {
                 let state = lock(&shared.screen).clone();
-                let start = Instant::now();
-                render(&mut canvas, &state, layout);
-                if let Err(e) = display.show(&canvas) {
-                    tracing::warn!("display: {e:#}");
+                // An unchanged screen is not drawn again (a full redraw of a frame is several ms,
+                // 30 times a second: a fifth of a core on an idle device), except once a second,
+                // in case something else wrote to the framebuffer.
+                let fresh =
+                    drawn.as_ref().is_some_and(|(last, at)| last.draws_like(&state) && at.elapsed() < REDRAW_ANYWAY);
+                if !fresh {
+                    let start = Instant::now();
+                    render(&mut canvas, &state, layout);
+                    if let Err(e) = display.show(&canvas) {
+                        tracing::warn!("display: {e:#}");
+                    }
+                    shared.counters.draw_us_total.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    shared.counters.draws.fetch_add(1, Ordering::Relaxed);
+                    drawn = Some((state, start));
                 }
-                shared.counters.draw_us_total.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
-                shared.counters.draws.fetch_add(1, Ordering::Relaxed);
                 thread::sleep(Duration::from_millis(33));
             }
             // Leave the last state on screen.

@@ -218,6 +218,29 @@ pub struct ScreenState {
 }
 
 impl ScreenState {
+    /// Whether `other` draws the same picture: frames by identity (every received frame is a new
+    /// `Arc`), everything else by value. The display thread does not redraw an unchanged screen.
+    pub fn draws_like(&self, other: &ScreenState) -> bool {
+        let same_frame = |a: &Option<Arc<ShownFrame>>, b: &Option<Arc<ShownFrame>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        let same_key_frame = match (&self.key_frame, &other.key_frame) {
+            (Some(a), Some(b)) => {
+                a.class == b.class && a.probability == b.probability && Arc::ptr_eq(&a.frame, &b.frame)
+            }
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        same_frame(&self.frame, &other.frame)
+            && same_key_frame
+            && self.link == other.link
+            && self.exam == other.exam
+            && (self.fps, self.latency_ms, self.dropped, self.errors)
+                == (other.fps, other.latency_ms, other.dropped, other.errors)
+            && (self.model == other.model && self.labels == other.labels && self.short_labels == other.short_labels)
+            && (self.input_size, self.heatmap_opacity) == (other.input_size, other.heatmap_opacity)
+    }
+
     /// The screen for a model card before any frame: the card's name, labels and input size, the
     /// link still waiting, every counter zero.
     pub fn for_card(card: &ModelCard, heatmap_opacity: f32) -> Self {

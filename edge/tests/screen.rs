@@ -277,3 +277,25 @@ fn png_display_writes_the_last_screen() {
     assert_eq!((png.width(), png.height()), (800, 480));
     assert_eq!(png.as_raw(), last.rgb());
 }
+
+/// The display thread redraws only a screen that would look different: a clone draws alike; a new
+/// frame (even with the same pixels), another link status, counter, exam or key frame does not.
+#[test]
+fn only_a_changed_screen_counts_as_changed() {
+    let shown = state(2, 0.9, false, LinkStatus::Receiving);
+    assert!(shown.draws_like(&shown.clone()));
+    let same_pixels_new_frame = ScreenState { frame: shown.frame.as_deref().cloned().map(Arc::new), ..shown.clone() };
+    assert!(!shown.draws_like(&same_pixels_new_frame), "a new frame must be drawn");
+    assert!(!shown.draws_like(&ScreenState { link: LinkStatus::Waiting, ..shown.clone() }));
+    assert!(!shown.draws_like(&ScreenState { fps: 4.0, ..shown.clone() }));
+    assert!(!shown.draws_like(&ScreenState { errors: 1, ..shown.clone() }));
+    assert!(!shown.draws_like(&ScreenState { frame: None, ..shown.clone() }));
+    let exam = ExamLine { verdict: None, frames: 3, refused: 0, min_frames: 8 };
+    assert!(!shown.draws_like(&ScreenState { exam: Some(exam), ..shown.clone() }));
+    let key = KeyFrameShot { class: 2, probability: 0.9, frame: shown.frame.clone().unwrap() };
+    let with_key = ScreenState { key_frame: Some(key.clone()), ..shown.clone() };
+    assert!(!shown.draws_like(&with_key));
+    assert!(with_key.draws_like(&with_key.clone()));
+    let other_key = KeyFrameShot { probability: 0.95, ..key };
+    assert!(!with_key.draws_like(&ScreenState { key_frame: Some(other_key), ..shown.clone() }));
+}
