@@ -128,7 +128,10 @@ fn env_file(board: &Board) -> String {
          CDNET_DISPLAY=fb0\n\
          # 800x480 or 320x240\n\
          CDNET_LAYOUT=800x480\n\
-         CDNET_THREADS={threads}\n"
+         CDNET_THREADS={threads}\n\
+         # Serve only bundles signed by these public keys (comma-separated PEM files). Set it in the\n\
+         # board's drop-in (docs/deployment.md), not here: this file is replaced by every release.\n\
+         # CDNET_TRUST=/etc/cdnet/clinic.pub.pem\n"
     )
 }
 
