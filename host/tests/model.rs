@@ -270,12 +270,18 @@ fn step_config(loss: LossKind, train_heads: bool) -> StepConfig {
     }
 }
 
+/// The device-RNG lock, an autodiff device seeded with `seed`, and a tiny three-class model on it.
+fn seeded_tiny(seed: u64) -> (std::sync::MutexGuard<'static, ()>, Device, Cdnet) {
+    let rng = device_rng();
+    let device = Device::flex().autodiff();
+    device.seed(seed);
+    let model = tiny(3).init(&device);
+    (rng, device, model)
+}
+
 #[test]
 fn hcd_gradients_reach_every_trunk_part_and_ce_heads_leave_the_backbone_alone() {
-    let _rng = device_rng();
-    let device = Device::flex().autodiff();
-    device.seed(7);
-    let model = tiny(3).init(&device);
+    let (_rng, device, model) = seeded_tiny(7);
     let batch = tiny_batch();
     // Full joint loss, and the contrastive part alone, with the same crops.
     let full = training_loss(
@@ -332,10 +338,7 @@ fn hcd_gradients_reach_every_trunk_part_and_ce_heads_leave_the_backbone_alone() 
 
 #[test]
 fn lesion_evidence_is_logged_added_and_trains_the_attention() {
-    let _rng = device_rng();
-    let device = Device::flex().autodiff();
-    device.seed(3);
-    let model = tiny(3).init(&device);
+    let (_rng, device, model) = seeded_tiny(3);
     let batch = tiny_batch(); // class 0 stands for the normal eyes
     let settings = LesionEvidence { weight: 1.0, sharpness: 2.0, normal_class: 0 };
     let with_term = StepConfig { lesion_evidence: Some(settings), ..step_config(LossKind::Ce, true) };
@@ -362,10 +365,7 @@ fn lesion_evidence_is_logged_added_and_trains_the_attention() {
 
 #[test]
 fn plain_ce_trains_the_backbone_through_the_heads() {
-    let _rng = device_rng();
-    let device = Device::flex().autodiff();
-    device.seed(7);
-    let model = tiny(3).init(&device);
+    let (_rng, device, model) = seeded_tiny(7);
     let out = training_loss(
         &model,
         &tiny_batch(),

@@ -11,7 +11,7 @@
 //! Keys are PEM files: PKCS#8 for the private key and SubjectPublicKeyInfo for the public one, as
 //! `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` write them (or `cdnet keygen`).
 
-use crate::bundle::{BundleError, ModelCard, sha256_hex, write_atomically};
+use crate::bundle::{BundleError, ModelCard, hex, sha256_hex, write_atomically};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, spki::der::pem};
 use ed25519_dalek::{Signature, Signer};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -143,7 +143,7 @@ pub fn sign(dir: &Path, key: &SigningKey) -> Result<BundleSignature, BundleError
     let signature = BundleSignature {
         algorithm: ALGORITHM.into(),
         key_id: key_id(&key.verifying_key()),
-        signature: key.sign(&message(&digest)).to_bytes().iter().map(|b| std::format!("{b:02x}")).collect(),
+        signature: hex(&key.sign(&message(&digest)).to_bytes()),
         bundle_sha256: digest,
     };
     let mut text = serde_json::to_vec_pretty(&signature)

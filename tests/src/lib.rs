@@ -13,6 +13,17 @@ pub fn shipped_bundle(name: &str) -> PathBuf {
     root().join("models").join(name)
 }
 
+/// Copies the files of the bundle folder `from` into `to` (created), for tests that edit a copy.
+pub fn copy_bundle(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
 /// The Python with onnxruntime that `.ci/run` installs (`CDNET_PYTHON`); `None` prints why a check
 /// is skipped.
 pub fn python() -> Option<PathBuf> {

@@ -8,20 +8,12 @@ use cdnet_host::export::{ExportOptions, export};
 use cdnet_host::model::cdnet::{CdnetConfig, NetworkConfig};
 use cdnet_host::model::efficientnet::EfficientNetConfig;
 use cdnet_host::model::saved::{ModelInfo, save};
-use cdnet_integration::shipped_bundle;
+use cdnet_integration::{copy_bundle, shipped_bundle};
 use cdnet_shared::bundle::{Bundle, Precision};
 use cdnet_shared::labels::LabelSet;
 use cdnet_shared::runtime::{Pipeline, Threads};
 use cdnet_shared::{GrayImage, PreprocessConfig};
 use std::path::Path;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-    }
-}
 
 #[test]
 fn shipped_demo_bundles_match_their_cards() {
@@ -106,7 +98,7 @@ fn damaged_bundles_are_refused_with_the_problem_named() {
     let shipped = shipped_bundle("demo-phantom");
 
     let flipped = dir.path().join("flipped");
-    copy_dir(&shipped, &flipped);
+    copy_bundle(&shipped, &flipped);
     let mut bytes = std::fs::read(flipped.join("backbone.onnx")).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
@@ -115,13 +107,13 @@ fn damaged_bundles_are_refused_with_the_problem_named() {
     assert!(error.contains("backbone.onnx") && error.contains("sha256"), "{error}");
 
     let missing = dir.path().join("missing");
-    copy_dir(&shipped, &missing);
+    copy_bundle(&shipped, &missing);
     std::fs::remove_file(missing.join("head.onnx")).unwrap();
     let error = Bundle::open(&missing).unwrap_err().to_string();
     assert!(error.contains("head.onnx") && error.contains("missing"), "{error}");
 
     let labels = dir.path().join("labels");
-    copy_dir(&shipped, &labels);
+    copy_bundle(&shipped, &labels);
     let mut card: serde_json::Value =
         serde_json::from_slice(&std::fs::read(labels.join("model.json")).unwrap()).unwrap();
     card["labels"].as_array_mut().unwrap().pop();
@@ -140,7 +132,7 @@ fn damaged_bundles_are_refused_with_the_problem_named() {
 /// A copy of the shipped fp32 bundle with `edit` applied to its card.
 fn edited_copy(dir: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
     let bundle = dir.join(name);
-    copy_dir(&shipped_bundle("demo-phantom"), &bundle);
+    copy_bundle(&shipped_bundle("demo-phantom"), &bundle);
     let path = bundle.join("model.json");
     let mut card: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     edit(&mut card);
@@ -248,7 +240,7 @@ fn b3_at_224_exports_and_runs_in_tract() {
     // Benchmarks want this bundle and model (docs/performance.md): keep copies when asked.
     if let Some(keep) = std::env::var_os("CDNET_KEEP_B3_BUNDLE") {
         let keep = std::path::PathBuf::from(keep);
-        copy_dir(&bundle, &keep.join("bundle"));
+        copy_bundle(&bundle, &keep.join("bundle"));
         std::fs::copy(dir.path().join("b3.bpk"), keep.join("b3.bpk")).unwrap();
         std::fs::copy(dir.path().join("b3.json"), keep.join("b3.json")).unwrap();
     }

@@ -2,7 +2,7 @@
 //! only bundles that key signed, over exactly the card they have now. (`cdnet export --sign` and an
 //! edge run that trusts the key: `tests/chain.rs`.)
 
-use cdnet_integration::shipped_bundle;
+use cdnet_integration::{copy_bundle, shipped_bundle};
 use cdnet_shared::bundle::{Bundle, BundleError};
 use cdnet_shared::signature::{SIGNATURE_FILE, TrustedKeys, key_id, read_signing_key};
 use std::path::{Path, PathBuf};
@@ -13,16 +13,6 @@ fn cdnet(args: &[&str]) -> anyhow::Result<()> {
         <cdnet_host::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("cdnet").chain(args.iter().copied()))
             .unwrap();
     cdnet_host::cli::run(cli)
-}
-
-fn copy_bundle(to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(shipped_bundle("demo-phantom")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-        }
-    }
 }
 
 /// `cdnet keygen --out DIR/NAME`; returns (private, public) paths.
@@ -75,7 +65,7 @@ fn a_device_that_trusts_a_key_serves_only_what_that_key_signed() {
     let (clinic_private, clinic) = keygen(d, "clinic");
     let (other_private, other) = keygen(d, "other");
     let bundle = d.join("bundle");
-    copy_bundle(&bundle);
+    copy_bundle(&shipped_bundle("demo-phantom"), &bundle);
     let bundle_arg = bundle.to_str().unwrap();
 
     // Without trusted keys, binding alone decides (unsigned bundles are served).

@@ -1,7 +1,6 @@
 //! Running tools, with errors that name the missing tool and how to get it.
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -81,7 +80,7 @@ fn spawn_error(command: &Command, error: std::io::Error) -> anyhow::Error {
 /// Lower-case hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(cdnet_shared::bundle::sha256_hex(&bytes))
 }
 
 /// `0.1.0+g1234abc` (`-dirty` with uncommitted changes): names the release on the board.

@@ -126,19 +126,6 @@ pub fn resolve(path: &Path) -> Result<(PathBuf, PathBuf), SavedModelError> {
     Ok((weights, json))
 }
 
-/// The `NetworkConfig` keys, which models saved before it existed have directly in `cdnet`.
-const NETWORK_KEYS: [&str; 9] = [
-    "input_size",
-    "texture_channels",
-    "feature_dim",
-    "attention_maps",
-    "attention_activation",
-    "projection_hidden",
-    "projection_dim",
-    "wsll",
-    "leaky_slope",
-];
-
 /// Reads a model saved before `CdnetConfig` nested its `NetworkConfig`: moves those keys from
 /// `cdnet` into `cdnet.network`, so every trained model keeps loading.
 fn nest_network_keys(info: &mut serde_json::Value) {
@@ -146,8 +133,14 @@ fn nest_network_keys(info: &mut serde_json::Value) {
     if cdnet.contains_key("network") {
         return;
     }
-    let network: serde_json::Map<String, serde_json::Value> =
-        NETWORK_KEYS.iter().filter_map(|key| cdnet.remove(*key).map(|value| (key.to_string(), value))).collect();
+    // The keys to move are NetworkConfig's own, read from its serialised form.
+    let keys = serde_json::to_value(super::NetworkConfig::new()).unwrap_or_default();
+    let network: serde_json::Map<String, serde_json::Value> = keys
+        .as_object()
+        .into_iter()
+        .flat_map(|object| object.keys())
+        .filter_map(|key| cdnet.remove(key).map(|value| (key.clone(), value)))
+        .collect();
     cdnet.insert("network".into(), serde_json::Value::Object(network));
 }
 
