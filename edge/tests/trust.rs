@@ -1,5 +1,6 @@
 //! `cdnet-edge --trust` (or `CDNET_TRUST`, as the service's environment file sets it): the device
-//! serves only bundles signed by a trusted key, and refuses the rest before opening the probe.
+//! serves only bundles signed by a trusted key, and refuses the rest before opening the probe. It
+//! refuses, the same way, a bundle without the NNEF graphs it runs.
 
 use cdnet_shared::signature::{SigningKey, key_id, key_pair_pem, sign};
 use std::path::{Path, PathBuf};
@@ -74,4 +75,28 @@ fn check_and_run_serve_only_bundles_a_trusted_key_signed() {
     let run = ["run", "--model", unsigned_arg, "--port", port.to_str().unwrap(), "--display", "none"];
     let out = edge(&[&run[..], &["--trust", clinic_arg, "--max-seconds", "20"]].concat(), None);
     assert!(!out.status.success() && stderr(&out).contains("not signed"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_and_run_refuse_a_bundle_without_nnef_graphs_naming_the_upgrade() {
+    use cdnet_shared::bundle::{Bundle, CARD_FORMAT_ONNX_ONLY};
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("format3");
+    demo_copy(&old);
+    let mut card = Bundle::open(&old).unwrap().card;
+    let nnef = card.nnef.take().unwrap();
+    for file in [&nnef.backbone.file, &nnef.head.file] {
+        std::fs::remove_file(old.join(file)).unwrap();
+    }
+    let graphs = card.graph_files();
+    Bundle::write_card(&old, &mut card, &graphs.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    assert_eq!(card.format, CARD_FORMAT_ONNX_ONLY);
+    let old_arg = old.to_str().unwrap();
+
+    let out = edge(&["check", "--model", old_arg], None);
+    assert!(!out.status.success() && stderr(&out).contains("cdnet nnef --bundle"), "{}", stderr(&out));
+    let port = dir.path().join("no-probe");
+    let run = ["run", "--model", old_arg, "--port", port.to_str().unwrap(), "--display", "none", "--max-seconds", "20"];
+    let out = edge(&run, None);
+    assert!(!out.status.success() && stderr(&out).contains("cdnet nnef --bundle"), "{}", stderr(&out));
 }

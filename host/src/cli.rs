@@ -51,7 +51,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Bind a bundle's graphs to its card again: upgrade a bundle exported before card binding, or
     /// accept a deliberate, reviewed edit of its model.json. The graphs must be unchanged.
-    Bind(BindArgs),
+    Bind(BundleArgs),
+    /// Add NNEF graphs (what the edge runs) to a bundle exported before they existed (card format
+    /// 3), checking that they answer like its ONNX graphs. Sign the bundle again afterwards.
+    Nnef(BundleArgs),
     /// Make an ed25519 key pair for signing bundles (boards configured with `--trust` serve only
     /// bundles signed by a key they trust).
     Keygen(KeygenArgs),
@@ -122,6 +125,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => run_predict(args),
         Command::Export(args) => run_export(args),
         Command::Bind(args) => run_bind(args),
+        Command::Nnef(args) => run_nnef(args),
         Command::Keygen(args) => signing::run_keygen(args),
         Command::Sign(args) => signing::run_sign(&args.bundle, &args.key),
         Command::Gate(args) => run_gate(args),
@@ -165,7 +169,7 @@ fn run_sweeps(args: SweepsArgs) -> Result<()> {
         bail!("--frames and --per-class must be positive and --uninformative a fraction (0…1)");
     }
     let bundle = cdnet_shared::bundle::Bundle::open(&args.model)?;
-    let pipeline = cdnet_shared::runtime::Pipeline::load(bundle, cdnet_shared::runtime::Threads(1))?;
+    let pipeline = crate::export::nnef::load_preferred(bundle)?;
     let config = SweepConfig {
         frames: args.frames,
         uninformative: args.uninformative,
@@ -200,14 +204,30 @@ fn run_gate(args: GateArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_bind(args: BindArgs) -> Result<()> {
+fn run_bind(args: BundleArgs) -> Result<()> {
     let bundle = cdnet_shared::bundle::Bundle::bind(&args.bundle)?;
     // The edge's own check: the graphs load in tract and agree with the card's shapes.
-    cdnet_shared::runtime::Pipeline::load(bundle.clone(), cdnet_shared::runtime::Threads(1))?;
+    crate::export::nnef::load_preferred(bundle.clone())?;
     let digest = bundle.card.digest().map_err(anyhow::Error::msg)?;
     println!("bound {} to its card (card sha256 {digest})", args.bundle.display());
     if !bundle.dir.join(cdnet_shared::signature::SIGNATURE_FILE).exists() {
         println!("any signature of the old card was removed; sign the bundle again with `cdnet sign`");
+    }
+    Ok(())
+}
+
+fn run_nnef(args: BundleArgs) -> Result<()> {
+    let report = crate::export::nnef::add_to_bundle(&args.bundle)?;
+    let nnef = report.bundle.card.nnef.as_ref().context("the card lists no NNEF graphs")?;
+    println!(
+        "added NNEF graphs to {} ({}, {}): they agree with its ONNX graphs within {:.1e} in probability on phantom frames",
+        args.bundle.display(),
+        nnef.backbone.file,
+        nnef.head.file,
+        report.max_difference
+    );
+    if report.signature_removed {
+        println!("the card changed, so its signature was removed; sign the bundle again with `cdnet sign`");
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Time of the full inference path (two backbone passes + head) on a bundle with tract, and the
-//! process's peak RSS. `cargo bench -p cdnet-shared --features runtime --bench pipeline -- BUNDLE [threads] [frames]`
+//! process's peak RSS. `cargo bench -p cdnet-shared --features runtime --bench pipeline -- BUNDLE [threads] [frames]
+//! [nnef|onnx]` (the bundle's NNEF graphs, what the edge runs, by default; `onnx` needs `--features onnx`).
 
 use cdnet_shared::bundle::Bundle;
-use cdnet_shared::runtime::{Pipeline, Threads};
+use cdnet_shared::runtime::{GraphFormat, Pipeline, Threads};
 use std::time::Instant;
 
 fn peak_rss_mib() -> f64 {
@@ -17,14 +18,15 @@ fn peak_rss_mib() -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let Some(dir) = args.first() else {
-        eprintln!("usage: pipeline BUNDLE [threads] [frames]");
+        eprintln!("usage: pipeline BUNDLE [threads] [frames] [nnef|onnx]");
         std::process::exit(2);
     };
     let threads: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1);
     let frames: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(20);
+    let format = if args.get(3).is_some_and(|f| f == "onnx") { GraphFormat::Onnx } else { GraphFormat::Nnef };
     let start = Instant::now();
-    let pipeline =
-        Pipeline::load(Bundle::open(std::path::Path::new(dir)).expect("bundle"), Threads(threads)).expect("load");
+    let bundle = Bundle::open(std::path::Path::new(dir)).expect("bundle");
+    let pipeline = Pipeline::load_graphs(bundle, Threads(threads), format).expect("load");
     let load = start.elapsed().as_secs_f64();
     let n = pipeline.bundle().card.preprocess.input_size;
     let plane: Vec<f32> = (0..n * n).map(|i| ((i * 37) % 255) as f32 / 127.5 - 1.0).collect();
@@ -39,7 +41,7 @@ fn main() {
     let median = times[times.len() / 2];
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     println!(
-        "pipeline {dir} ({:?}, {n}x{n}, {threads} thread(s)): median {median:.2} ms/frame, mean {mean:.2} ms, load {load:.2} s, peak RSS {:.0} MiB",
+        "pipeline {dir} ({:?} {format:?}, {n}x{n}, {threads} thread(s)): median {median:.2} ms/frame, mean {mean:.2} ms, load {load:.2} s, peak RSS {:.0} MiB",
         pipeline.bundle().card.precision,
         peak_rss_mib()
     );

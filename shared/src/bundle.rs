@@ -5,6 +5,7 @@
 //! models/NAME/model.json     the card: labels, preprocessing, zoom, files + sha256, metrics, provenance
 //! models/NAME/backbone.onnx  image [1,3,N,N] → feature [1,D], attention [1,1,h,w]
 //! models/NAME/head.onnx      features [1,2D] (or [1,D]) → probabilities [1,K]
+//! models/NAME/backbone.nnef.tar, head.nnef.tar   the same graphs in NNEF: what the edge runs
 //! ```
 //!
 //! [`Bundle::open`] refuses a bundle whose files are missing, changed (sha256 or size) or whose card
@@ -16,9 +17,11 @@
 //! ([`ModelCard::digest`]: every field except `files`, keys sorted, no whitespace). The graphs'
 //! hashes in `files` then cover that stamp: an edited card no longer matches its graphs, an edited
 //! graph no longer matches the card, and either is refused before a frame is served. This catches
-//! any edit, corruption or mix-up of bundle files; it is not a signature against someone who
-//! rewrites all of them on purpose — that is [`crate::signature`], checked by
-//! [`Bundle::open_trusted`] when the device is given trusted keys.
+//! any edit, corruption or mix-up of bundle files. The NNEF archives carry no stamp of their own:
+//! their hashes are card fields ([`NnefGraphs`]) that the digest covers, so the ONNX graphs' stamps
+//! bind them too (the edge reads the ONNX files' metadata, never their graphs). This is not a
+//! signature against someone who rewrites all of them on purpose — that is [`crate::signature`],
+//! checked by [`Bundle::open_trusted`] when the device is given trusted keys.
 
 use crate::exam::ExamRule;
 use crate::gate::FrameGate;
@@ -33,9 +36,12 @@ use std::vec::Vec;
 
 /// Card file name inside a bundle folder.
 pub const CARD_FILE: &str = "model.json";
-/// Card format version this code reads and writes (2: graphs stamped with the card digest; 3: a
-/// calibrated frame gate).
-pub const CARD_FORMAT: u32 = 3;
+/// Card format version this code writes (2: graphs stamped with the card digest; 3: a calibrated
+/// frame gate; 4: NNEF graphs beside the ONNX, which the edge runs). Format 3 is still read: the
+/// host runs its ONNX graphs and `cdnet nnef` upgrades it.
+pub const CARD_FORMAT: u32 = 4;
+/// The last format without NNEF graphs.
+pub const CARD_FORMAT_ONNX_ONLY: u32 = 3;
 /// The ONNX `metadata_props` key under which each graph carries [`ModelCard::digest`].
 pub const CARD_DIGEST_KEY: &str = "cdnet.card_sha256";
 /// Input of the backbone graph.
@@ -48,6 +54,28 @@ pub const BACKBONE_HEATMAP: &str = "heatmap";
 pub const HEAD_INPUT: &str = "features";
 /// Output of the head graph.
 pub const HEAD_OUTPUT: &str = "probabilities";
+
+/// One graph of the bundle in NNEF and the SHA-256 of its archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NnefGraph {
+    /// The archive file (a tar of tract's NNEF, `graph.nnef` + tensors).
+    pub file: String,
+    /// Lower-case hex SHA-256 of the archive; the card digest covers it (see the module doc).
+    pub sha256: String,
+}
+
+/// The bundle's graphs in NNEF, translated from its ONNX graphs at export: what the edge runs, with
+/// tract-nnef alone (no ONNX front end on the device). The ONNX graphs stay in the bundle as the
+/// interchange format (onnxruntime, Netron) and as the carriers of the card digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NnefGraphs {
+    /// The backbone (same inputs and outputs as [`ModelCard::backbone`]).
+    pub backbone: NnefGraph,
+    /// The head (same inputs and outputs as [`ModelCard::head`]).
+    pub head: NnefGraph,
+    /// What translated them (tract version): the edge's tract must read it.
+    pub translator: String,
+}
 
 /// Numeric precision of the exported graphs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +130,9 @@ pub struct ModelCard {
     pub head: String,
     /// ONNX opset of the graphs.
     pub opset: i64,
+    /// The graphs in NNEF (format 4 on; absent in format 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nnef: Option<NnefGraphs>,
     /// The frame gate: which frames are classified at all. Required from format 3; `None` only
     /// while reading an older card, which [`ModelCard::check`] then refuses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,20 +251,69 @@ impl ModelCard {
     /// Internal consistency and the range of every field that changes an answer (not the files).
     /// Errors name the field.
     pub fn check(&self) -> Result<(), String> {
-        if self.format != CARD_FORMAT {
+        if self.format != CARD_FORMAT && self.format != CARD_FORMAT_ONNX_ONLY {
             return Err(std::format!(
-                "format {} is not supported: this build reads format {CARD_FORMAT} (graphs bound to the card, \
-                 a calibrated frame gate); re-export the model with this version (cdnet export), or give a \
-                 format-2 bundle its gate with `cdnet gate --model BUNDLE --data TRAINING_DATA`",
+                "format {} is not supported: this build reads formats {CARD_FORMAT_ONNX_ONLY} and {CARD_FORMAT} \
+                 (graphs bound to the card, a calibrated frame gate, NNEF graphs from format 4); re-export the \
+                 model with this version (cdnet export), or give a format-2 bundle its gate with \
+                 `cdnet gate --model BUNDLE --data TRAINING_DATA`",
                 self.format
             ));
+        }
+        if self.format != self.current_format() {
+            return Err(match self.nnef {
+                Some(_) => std::format!("nnef: a format-{} card has no NNEF graphs", self.format),
+                None => std::format!("nnef is missing: a format-{} card lists its NNEF graphs", self.format),
+            });
         }
         for (role, file) in [("backbone", &self.backbone), ("head", &self.head)] {
             if !self.files.contains_key(file) {
                 return Err(std::format!("{role}: the graph {file} is not listed in files"));
             }
         }
+        self.check_nnef_files()?;
         self.check_values()
+    }
+
+    /// The format a card with these contents has: [`CARD_FORMAT`] with NNEF graphs, else
+    /// [`CARD_FORMAT_ONNX_ONLY`].
+    pub fn current_format(&self) -> u32 {
+        if self.nnef.is_some() { CARD_FORMAT } else { CARD_FORMAT_ONNX_ONLY }
+    }
+
+    /// Each NNEF graph is listed in `files` with the hash the card digest covers: the ONNX graphs'
+    /// stamps bind the card, the card binds the NNEF archives.
+    fn check_nnef_files(&self) -> Result<(), String> {
+        let Some(nnef) = &self.nnef else { return Ok(()) };
+        for (role, graph) in [("backbone", &nnef.backbone), ("head", &nnef.head)] {
+            match self.files.get(&graph.file) {
+                None => return Err(std::format!("nnef.{role}: the graph {} is not listed in files", graph.file)),
+                Some(listed) if listed.sha256 != graph.sha256 => {
+                    return Err(std::format!(
+                        "nnef.{role}.sha256 is {} but files lists {} for {}",
+                        graph.sha256,
+                        listed.sha256,
+                        graph.file
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Width of the head graph's input: both views' features with the centre zoom, one without.
+    pub fn head_width(&self) -> usize {
+        if self.zoom_inference { 2 * self.feature_dim } else { self.feature_dim }
+    }
+
+    /// Every graph file of the bundle: the ONNX graphs, then the NNEF archives.
+    pub fn graph_files(&self) -> Vec<String> {
+        let mut files = std::vec![self.backbone.clone(), self.head.clone()];
+        if let Some(nnef) = &self.nnef {
+            files.extend([nnef.backbone.file.clone(), nnef.head.file.clone()]);
+        }
+        files
     }
 
     /// The range of every field that changes an answer.
@@ -418,7 +498,7 @@ impl Bundle {
     pub fn bind(dir: &Path) -> Result<Bundle, BundleError> {
         let (card_path, mut card) = read_card(dir)?;
         verify_files(dir, &card, &card_path, |_, _, _| Ok(()))?;
-        card.format = CARD_FORMAT;
+        card.format = card.current_format();
         card.check().map_err(|reason| BundleError::BadCard { path: card_path.clone(), reason })?;
         let files: Vec<String> = card.files.keys().cloned().collect();
         let names: Vec<&str> = files.iter().map(String::as_str).collect();
@@ -432,7 +512,7 @@ impl Bundle {
     pub fn set_gate(dir: &Path, gate: FrameGate) -> Result<Bundle, BundleError> {
         let (card_path, mut card) = read_card(dir)?;
         verify_files(dir, &card, &card_path, |_, _, _| Ok(()))?;
-        card.format = CARD_FORMAT;
+        card.format = card.current_format();
         card.gate = Some(gate);
         card.check().map_err(|reason| BundleError::BadCard { path: card_path.clone(), reason })?;
         let files: Vec<String> = card.files.keys().cloned().collect();
@@ -453,6 +533,7 @@ impl Bundle {
     pub fn write_card(dir: &Path, card: &mut ModelCard, files: &[&str]) -> Result<(), BundleError> {
         let path = dir.join(CARD_FILE);
         let bad = |reason: String| BundleError::BadCard { path: path.clone(), reason };
+        card.format = card.current_format();
         card.check_values().map_err(bad)?;
         let digest = card.written_digest().map_err(bad)?;
         for graph in [&card.backbone, &card.head] {

@@ -1,6 +1,10 @@
 //! The inference path on a bundle, with tract: global pass → AttS → centre-zoom box → crop →
 //! local pass → fused head. The same code serves the edge (every frame) and the host (checking an
 //! export, comparing int8 against fp32), so both run exactly the same arithmetic.
+//!
+//! The edge runs the bundle's NNEF graphs ([`Pipeline::load`]) with tract-core and tract-nnef only:
+//! the ONNX front end (protobuf, the ONNX operator set) stays off the device. The host can also run
+//! the ONNX graphs (feature `onnx`), to check a translation and for bundles from before NNEF.
 
 use crate::bundle::Bundle;
 use crate::gate::{FrameGate, Refusal, frame_statistics};
@@ -13,7 +17,7 @@ use std::string::{String, ToString};
 use std::sync::Arc;
 use std::vec;
 use std::vec::Vec;
-use tract_onnx::prelude::*;
+use tract_nnef::prelude::*;
 
 /// Why the pipeline could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +41,35 @@ pub enum RuntimeError {
     /// The frame could not be preprocessed.
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
+    /// The bundle has no NNEF graphs (card format 3), which this runtime needs.
+    #[error(
+        "bundle {0} has ONNX graphs only (model card format 3), and this device runs NNEF graphs; \
+         add them on the laptop with `cdnet nnef --bundle DIR`, copy the bundle again, and sign it again \
+         if the device trusts keys"
+    )]
+    NoNnef(std::path::PathBuf),
+    /// The ONNX graphs were asked for in a build without the ONNX front end.
+    #[error("this build runs NNEF graphs only (cdnet-shared without its `onnx` feature)")]
+    NoOnnx,
     /// Inference failed.
     #[error("inference failed: {0}")]
     Run(String),
+}
+
+/// Which of a bundle's two translations of its graphs to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphFormat {
+    /// The NNEF archives (what the edge runs).
+    Nnef,
+    /// The ONNX graphs (host only: feature `onnx`).
+    Onnx,
+}
+
+impl GraphFormat {
+    /// NNEF where the bundle has it, else ONNX (a format-3 bundle, on the host).
+    pub fn preferred(card: &crate::bundle::ModelCard) -> GraphFormat {
+        if card.nnef.is_some() { GraphFormat::Nnef } else { GraphFormat::Onnx }
+    }
 }
 
 /// How many threads tract's matrix kernels may use (1 = tract's default single thread).
@@ -106,15 +136,35 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-fn load_plan(bundle: &Bundle, file: &str, input: &[usize], threads: Threads) -> Result<Plan, RuntimeError> {
+/// The typed model of one graph file, with a concrete input shape.
+fn read_graph(path: &std::path::Path, input: &[usize], format: GraphFormat) -> TractResult<TypedModel> {
+    let model = match format {
+        // Written with concrete shapes (host `export::nnef`); the input is checked after loading.
+        GraphFormat::Nnef => tract_nnef::nnef().model_for_path(path)?,
+        #[cfg(feature = "onnx")]
+        GraphFormat::Onnx => {
+            use tract_onnx::prelude::{Framework, InferenceModelExt};
+            tract_onnx::onnx().model_for_path(path)?.with_input_fact(0, f32::fact(input).into())?.into_typed()?
+        }
+        #[cfg(not(feature = "onnx"))]
+        GraphFormat::Onnx => unreachable!("refused in Pipeline::load_graphs"),
+    };
+    let got = model.input_fact(0)?.shape.as_concrete().map(|s| s.to_vec());
+    if got.as_deref() != Some(input) {
+        tract_nnef::internal::bail!("its input is {got:?}, the card needs {input:?}");
+    }
+    Ok(model)
+}
+
+fn load_plan(
+    bundle: &Bundle,
+    file: &str,
+    input: &[usize],
+    threads: Threads,
+    format: GraphFormat,
+) -> Result<Plan, RuntimeError> {
     let fail = |e: TractError| RuntimeError::Load { file: file.to_string(), reason: std::format!("{e:#}") };
-    let model = tract_onnx::onnx()
-        .model_for_path(bundle.file(file))
-        .map_err(fail)?
-        .with_input_fact(0, f32::fact(input).into())
-        .map_err(fail)?
-        .into_optimized()
-        .map_err(fail)?;
+    let model = read_graph(&bundle.file(file), input, format).map_err(fail)?.into_optimized().map_err(fail)?;
     let mut options = RunOptions::default();
     if threads.0 > 1 {
         options.executor = Some(tract_linalg::multithread::Executor::multithread(threads.0));
@@ -127,25 +177,37 @@ fn output_shape(plan: &Plan, index: usize) -> Option<Vec<usize>> {
 }
 
 impl Pipeline {
-    /// Loads and optimises the bundle's two graphs and checks their shapes against the card.
+    /// Loads and optimises the bundle's NNEF graphs (what the edge runs) and checks their shapes
+    /// against the card. A bundle without them is refused, naming the command that adds them.
     pub fn load(bundle: Bundle, threads: Threads) -> Result<Pipeline, RuntimeError> {
+        Pipeline::load_graphs(bundle, threads, GraphFormat::Nnef)
+    }
+
+    /// [`load`](Self::load) with the translation chosen: the host checks the ONNX graphs against
+    /// the NNEF ones, and runs format-3 bundles.
+    pub fn load_graphs(bundle: Bundle, threads: Threads, format: GraphFormat) -> Result<Pipeline, RuntimeError> {
         let card = &bundle.card;
+        let (backbone_file, head_file) = match (format, &card.nnef) {
+            (GraphFormat::Nnef, Some(nnef)) => (nnef.backbone.file.clone(), nnef.head.file.clone()),
+            (GraphFormat::Nnef, None) => return Err(RuntimeError::NoNnef(bundle.dir.clone())),
+            (GraphFormat::Onnx, _) if !cfg!(feature = "onnx") => return Err(RuntimeError::NoOnnx),
+            (GraphFormat::Onnx, _) => (card.backbone.clone(), card.head.clone()),
+        };
         let n = card.preprocess.input_size;
-        let backbone = load_plan(&bundle, &card.backbone, &[1, 3, n, n], threads)?;
-        let head_width = if card.zoom_inference { 2 * card.feature_dim } else { card.feature_dim };
-        let head = load_plan(&bundle, &card.head, &[1, head_width], threads)?;
+        let backbone = load_plan(&bundle, &backbone_file, &[1, 3, n, n], threads, format)?;
+        let head = load_plan(&bundle, &head_file, &[1, card.head_width()], threads, format)?;
         let shape_err = |file: &str, reason: String| RuntimeError::Shape { file: file.to_string(), reason };
         let side = card.heatmap_side();
         for (index, want) in [(0, vec![1, card.feature_dim]), (1, vec![1, 1, side, side])] {
             let got = output_shape(&backbone, index);
             if got.as_deref() != Some(&want[..]) {
-                return Err(shape_err(&card.backbone, std::format!("output {index} is {got:?}, expected {want:?}")));
+                return Err(shape_err(&backbone_file, std::format!("output {index} is {got:?}, expected {want:?}")));
             }
         }
         let k = card.labels.len();
         if output_shape(&head, 0).as_deref() != Some(&[1, k][..]) {
             return Err(shape_err(
-                &card.head,
+                &head_file,
                 std::format!("it outputs {:?} but the card lists {k} labels", output_shape(&head, 0)),
             ));
         }

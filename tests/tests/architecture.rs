@@ -168,3 +168,36 @@ fn no_source_file_is_longer_than_the_limit() {
         .collect();
     assert!(long.is_empty(), "source files over {MAX_SOURCE_LINES} lines (split them by job): {long:?}");
 }
+
+/// Crates of tract's ONNX front end (and the protobuf code under it): most of a tract binary.
+const ONNX_FRONT_END: [&str; 5] = ["tract-onnx", "tract-onnx-opl", "tract-hir", "prost", "prost-derive"];
+
+/// The crates a package links for `target`, from `cargo tree` (normal dependencies only).
+fn linked_crates(package: &str, target: &str) -> BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(repo())
+        .args(["tree", "--offline", "-p", package, "--target", target, "-e", "normal", "--prefix", "none"])
+        .args(["-f", "{p}"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "cargo tree: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split(' ').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The board runs NNEF graphs with tract-nnef alone (issue 16: the binary's size); the ONNX front
+/// end is the host's.
+#[test]
+fn the_board_binary_links_no_onnx_front_end() {
+    let board = linked_crates("cdnet-edge", "aarch64-unknown-linux-gnu");
+    assert!(board.contains("tract-nnef") && board.contains("tract-core"), "the parse lost crates: {board:?}");
+    let linked: Vec<&str> = ONNX_FRONT_END.iter().copied().filter(|c| board.contains(*c)).collect();
+    assert!(linked.is_empty(), "the aarch64 cdnet-edge links {linked:?}; keep tract-onnx in the host");
+    // The check can fail: the host links them.
+    let host = linked_crates("cdnet-host", "x86_64-unknown-linux-gnu");
+    assert!(ONNX_FRONT_END.iter().all(|c| host.contains(*c)), "{host:?}");
+}

@@ -255,6 +255,7 @@ fn command_check(args: CheckArgs) -> Result<()> {
         "ok": true,
         "model": card.name,
         "precision": card.precision,
+        "graphs": card.nnef.as_ref().map(|nnef| [&nnef.backbone.file, &nnef.head.file]),
         "signed_by": signer,
         "frame": id,
     });

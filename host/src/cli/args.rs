@@ -31,9 +31,9 @@ pub struct BenchStepArgs {
     pub json: Option<PathBuf>,
 }
 
-/// `cdnet bind`.
+/// `cdnet bind`, `cdnet nnef`: one bundle.
 #[derive(Debug, Args)]
-pub struct BindArgs {
+pub struct BundleArgs {
     /// The bundle folder (with model.json).
     #[arg(long)]
     pub bundle: PathBuf,

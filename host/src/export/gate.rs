@@ -70,6 +70,6 @@ pub fn recalibrate_bundle(model: &Path, data: &Path, settings: &GateSettings) ->
     let (_, card) = read_card(model)?;
     let gate = calibrate_on(&load_for_model(data, &card.preprocess, &card.labels)?, settings)?;
     let bundle = Bundle::set_gate(model, gate.clone())?;
-    cdnet_shared::runtime::Pipeline::load(bundle, cdnet_shared::runtime::Threads(1))?;
+    super::nnef::load_preferred(bundle)?;
     Ok(gate)
 }

@@ -10,6 +10,7 @@
 //! runtime, against burn.
 
 pub mod gate;
+pub mod nnef;
 pub mod onnx;
 pub mod quantize;
 
@@ -22,6 +23,7 @@ use crate::train::metrics::{Metrics, compute};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn_onnx::export::OnnxExporter;
+use cdnet_shared::PreprocessConfig;
 use cdnet_shared::bundle::{
     BACKBONE_FEATURE, BACKBONE_HEATMAP, BACKBONE_INPUT, Bundle, CARD_FORMAT, HEAD_INPUT, HEAD_OUTPUT, ModelCard,
     Precision,
@@ -114,31 +116,37 @@ fn metrics_of(info: &ModelInfo, samples: &[Sample], probabilities: &[Vec<f32>]) 
 }
 
 /// Normalised input planes of phantom B-scans, one per class in turn (parity check without data).
-fn phantom_planes(info: &ModelInfo, count: usize) -> Result<Vec<Vec<f32>>> {
+fn phantom_planes(preprocess: &PreprocessConfig, count: usize) -> Result<Vec<Vec<f32>>> {
     use cdnet_shared::phantom::{PhantomClass, PhantomConfig, render};
-    let n = info.preprocess.input_size;
+    let n = preprocess.input_size;
     (0..count)
         .map(|i| {
             let class = PhantomClass::ALL[i % PhantomClass::ALL.len()];
             let image = render(class, 1000 + i as u64, &PhantomConfig { size: 256, difficulty: 0.5 });
             let gray = cdnet_shared::GrayImage::new(image.size, image.size, &image.pixels)?;
             let mut plane = vec![0.0; n * n];
-            cdnet_shared::preprocess::preprocess_plane(&gray, &info.preprocess, &mut plane)?;
+            cdnet_shared::preprocess::preprocess_plane(&gray, preprocess, &mut plane)?;
             Ok(plane)
         })
         .collect()
 }
 
-/// Writes the two graphs and the card into `dir`.
+/// Writes the two graphs, their NNEF translations and the card into `dir`.
 fn write_bundle(dir: &Path, backbone: &Graph, head: &Graph, card: &mut ModelCard) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (file, graph) in [(&card.backbone, backbone), (&card.head, head)] {
         std::fs::write(dir.join(file), graph.encode())
             .with_context(|| format!("cannot write {}", dir.join(file).display()))?;
     }
-    let files = [card.backbone.clone(), card.head.clone()];
-    Bundle::write_card(dir, card, &[&files[0], &files[1]])?;
-    Ok(())
+    nnef::translate_graphs(dir, card)?;
+    write_card(dir, card)
+}
+
+/// Writes the card of the graphs in `dir` (stamps, hashes).
+fn write_card(dir: &Path, card: &mut ModelCard) -> Result<()> {
+    let files = card.graph_files();
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+    Ok(Bundle::write_card(dir, card, &names)?)
 }
 
 /// Exports a trained model to a bundle and checks it.
@@ -171,7 +179,8 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     let mut fp32_card = ModelCard { precision: Precision::Fp32, ..card.clone() };
     write_bundle(&fp32_dir, &backbone, &head, &mut fp32_card)?;
     let fp32 = Pipeline::load(Bundle::open(&fp32_dir)?, Threads(1))?;
-    let worst = burn_tract_parity(&model, &info, &fp32, evaluation.as_ref().map(|(_, s)| &s[..]))?;
+    let parity_samples = parity_planes(&info, evaluation.as_ref().map(|(_, s)| &s[..]))?;
+    let worst = burn_tract_parity(&model, &info, &fp32, &parity_samples)?;
 
     let mut metrics = serde_json::Map::new();
     let mut final_metrics = None;
@@ -196,9 +205,11 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         card = fp32_card;
     }
     card.export["parity_burn_vs_tract_max_abs"] = serde_json::json!(worst);
+    // The bundle in the output as written (fp32, or the int8 graphs): what the edge will run.
+    let translations = nnef::agreement(&Bundle::open(&options.out)?, &parity_samples)?;
+    card.export["parity_onnx_vs_nnef_max_abs"] = serde_json::json!(translations);
     card.metrics = serde_json::Value::Object(metrics);
-    let files = [card.backbone.clone(), card.head.clone()];
-    Bundle::write_card(&options.out, &mut card, &[&files[0], &files[1]])?;
+    write_card(&options.out, &mut card)?;
     Ok(ExportReport { bundle: options.out.clone(), card, parity_max_abs: Some(worst), metrics: final_metrics })
 }
 
@@ -257,6 +268,7 @@ fn card_for(options: &ExportOptions, info: &ModelInfo, zoom: bool, backbone: &Gr
         backbone: "backbone.onnx".into(),
         head: "head.onnx".into(),
         opset: backbone.opset(),
+        nnef: None,
         files: BTreeMap::new(),
         gate: None,
         exam: Default::default(),
@@ -286,14 +298,18 @@ fn evaluation_data(options: &ExportOptions, info: &ModelInfo) -> Result<Option<D
     Ok(dataset)
 }
 
-/// The largest probability difference between burn's inference path and tract on the bundle, on
-/// up to 16 evaluation images or, without any, on phantom frames, so no bundle leaves unchecked.
-/// Over 1e-3 is an error: the export is wrong.
-fn burn_tract_parity(model: &Cdnet, info: &ModelInfo, fp32: &Pipeline, samples: Option<&[Sample]>) -> Result<f32> {
-    let planes: Vec<Vec<f32>> = match samples {
+/// The planes the parity checks run on: up to 16 evaluation images or, without any, phantom
+/// frames, so no bundle leaves unchecked.
+fn parity_planes(info: &ModelInfo, samples: Option<&[Sample]>) -> Result<Vec<Vec<f32>>> {
+    Ok(match samples {
         Some(samples) => samples.iter().take(16).map(|s| normalised(s, &info.preprocess.normalization)).collect(),
-        None => phantom_planes(info, 4)?,
-    };
+        None => phantom_planes(&info.preprocess, 4)?,
+    })
+}
+
+/// The largest probability difference between burn's inference path and tract on the bundle.
+/// Over 1e-3 is an error: the export is wrong.
+fn burn_tract_parity(model: &Cdnet, info: &ModelInfo, fp32: &Pipeline, planes: &[Vec<f32>]) -> Result<f32> {
     let refs: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
     let burn = predict(model, &refs, info.preprocess.input_size, &info.center_zoom, &Device::flex());
     let mut worst = 0.0f32;

@@ -1,0 +1,139 @@
+//! NNEF graphs: bundles carry tract's NNEF translation of their ONNX graphs, which the edge runs
+//! with tract-nnef alone. The translations must answer alike, be bound to the card like the ONNX
+//! graphs, and a bundle from before them must be refused by the device with the command that
+//! upgrades it (`cdnet nnef`), which must reproduce the shipped translation byte for byte.
+
+use cdnet_host::export::nnef::{BACKBONE_FILE, HEAD_FILE, MAX_DIFFERENCE, agreement};
+use cdnet_integration::{copy_bundle, shipped_bundle};
+use cdnet_shared::bundle::{Bundle, BundleError, CARD_FILE, CARD_FORMAT, CARD_FORMAT_ONNX_ONLY, ModelCard, read_card};
+use cdnet_shared::phantom::{PhantomClass, PhantomConfig, render};
+use cdnet_shared::runtime::{GraphFormat, Pipeline, RuntimeError, Threads};
+use std::path::Path;
+
+/// Runs the `cdnet` command line in-process.
+fn cdnet(args: &[&str]) -> anyhow::Result<()> {
+    let cli =
+        <cdnet_host::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("cdnet").chain(args.iter().copied()))
+            .unwrap();
+    cdnet_host::cli::run(cli)
+}
+
+/// Normalised input planes of one phantom B-scan per class.
+fn planes(card: &ModelCard) -> Vec<Vec<f32>> {
+    let n = card.preprocess.input_size;
+    PhantomClass::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, &class)| {
+            let image = render(class, 7_000 + i as u64, &PhantomConfig { size: 256, difficulty: 0.5 });
+            let gray = cdnet_shared::GrayImage::new(image.size, image.size, &image.pixels).unwrap();
+            let mut plane = vec![0.0; n * n];
+            cdnet_shared::preprocess::preprocess_plane(&gray, &card.preprocess, &mut plane).unwrap();
+            plane
+        })
+        .collect()
+}
+
+fn probabilities(pipeline: &Pipeline, planes: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    planes.iter().map(|plane| pipeline.infer_plane(plane).unwrap().probabilities).collect()
+}
+
+/// Rewrites `model.json` as given, without restamping or rehashing: what a person editing the file
+/// (or mixing files of two bundles) leaves behind.
+fn edit_card(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join(CARD_FILE);
+    let mut card: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut card);
+    std::fs::write(&path, serde_json::to_vec_pretty(&card).unwrap()).unwrap();
+}
+
+#[test]
+fn every_shipped_bundle_runs_its_nnef_graphs_like_its_onnx_graphs() {
+    for name in ["demo-phantom", "demo-phantom-int8", "busi-lite0"] {
+        let bundle = Bundle::open(&shipped_bundle(name)).unwrap();
+        assert_eq!(bundle.card.format, CARD_FORMAT, "{name}");
+        let nnef = bundle.card.nnef.as_ref().unwrap();
+        assert_eq!((nnef.backbone.file.as_str(), nnef.head.file.as_str()), (BACKBONE_FILE, HEAD_FILE));
+        let planes = planes(&bundle.card);
+        let worst = agreement(&bundle, &planes).unwrap();
+        println!("{name}: ONNX vs NNEF max |Δp| {worst:.2e} over {} frames", planes.len());
+        assert!(worst <= MAX_DIFFERENCE, "{name}: {worst}");
+        // The device's default path is the NNEF one, and it answers something (not a constant).
+        let answers = probabilities(&Pipeline::load(bundle, Threads(1)).unwrap(), &planes);
+        assert!(answers.windows(2).any(|pair| pair[0] != pair[1]), "{name}: the same answer for every class");
+    }
+}
+
+#[test]
+fn a_bundle_without_nnef_is_refused_by_the_device_and_upgraded_by_cdnet_nnef() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("format3");
+    copy_bundle(&shipped_bundle("demo-phantom"), &old);
+    // A format-3 bundle as exports before NNEF wrote it: the ONNX graphs and their card.
+    let mut card = Bundle::open(&old).unwrap().card;
+    card.nnef = None;
+    for file in [BACKBONE_FILE, HEAD_FILE] {
+        std::fs::remove_file(old.join(file)).unwrap();
+    }
+    let graphs = card.graph_files();
+    Bundle::write_card(&old, &mut card, &graphs.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let bundle = Bundle::open(&old).unwrap();
+    assert_eq!(bundle.card.format, CARD_FORMAT_ONNX_ONLY);
+
+    let refusal = Pipeline::load(bundle.clone(), Threads(1)).unwrap_err();
+    assert!(matches!(refusal, RuntimeError::NoNnef(_)), "{refusal}");
+    assert!(refusal.to_string().contains("cdnet nnef --bundle"), "{refusal}");
+    let planes = planes(&bundle.card);
+    let before = probabilities(&Pipeline::load_graphs(bundle, Threads(1), GraphFormat::Onnx).unwrap(), &planes);
+
+    cdnet(&["nnef", "--bundle", old.to_str().unwrap()]).unwrap();
+    let upgraded = Bundle::open(&old).unwrap();
+    assert_eq!(upgraded.card.format, CARD_FORMAT);
+    let after = probabilities(&Pipeline::load(upgraded, Threads(1)).unwrap(), &planes);
+    for (a, b) in before.iter().flatten().zip(after.iter().flatten()) {
+        assert!((a - b).abs() <= MAX_DIFFERENCE, "{a} vs {b}");
+    }
+    // The translation is deterministic: the archives are the shipped ones, byte for byte.
+    for file in [BACKBONE_FILE, HEAD_FILE] {
+        let shipped = std::fs::read(shipped_bundle("demo-phantom").join(file)).unwrap();
+        assert!(std::fs::read(old.join(file)).unwrap() == shipped, "{file} differs from the shipped one");
+    }
+}
+
+#[test]
+fn an_nnef_archive_of_another_bundle_is_refused_even_with_the_hashes_edited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixed = dir.path().join("mixed");
+    copy_bundle(&shipped_bundle("demo-phantom"), &mixed);
+    let other = shipped_bundle("demo-phantom-int8").join(BACKBONE_FILE);
+    std::fs::copy(&other, mixed.join(BACKBONE_FILE)).unwrap();
+    assert!(matches!(Bundle::open(&mixed), Err(BundleError::Tampered { .. })));
+
+    // Whoever swapped it also fixes the listed hash and size …
+    let (_, card) = read_card(&shipped_bundle("demo-phantom-int8")).unwrap();
+    let listed = serde_json::to_value(&card.files[BACKBONE_FILE]).unwrap();
+    edit_card(&mixed, |card| card["files"][BACKBONE_FILE] = listed.clone());
+    let error = Bundle::open(&mixed).unwrap_err().to_string();
+    assert!(error.contains("nnef.backbone.sha256"), "{error}");
+
+    // … and the card's own record of it: the card no longer matches its ONNX graphs' stamps.
+    edit_card(&mixed, |card| card["nnef"]["backbone"]["sha256"] = listed["sha256"].clone());
+    let error = Bundle::open(&mixed).unwrap_err();
+    assert!(matches!(error, BundleError::Unbound { .. }), "{error}");
+}
+
+#[test]
+fn a_card_that_claims_the_wrong_format_for_its_graphs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("b");
+    copy_bundle(&shipped_bundle("demo-phantom"), &bundle);
+    edit_card(&bundle, |card| card["format"] = CARD_FORMAT_ONNX_ONLY.into());
+    let error = Bundle::open(&bundle).unwrap_err().to_string();
+    assert!(error.contains("format-3 card has no NNEF graphs"), "{error}");
+    edit_card(&bundle, |card| {
+        card["format"] = CARD_FORMAT.into();
+        card.as_object_mut().unwrap().remove("nnef");
+    });
+    let error = Bundle::open(&bundle).unwrap_err().to_string();
+    assert!(error.contains("nnef is missing"), "{error}");
+}
