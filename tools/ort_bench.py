@@ -3,7 +3,7 @@
 usage: ort_bench.py BUNDLE THREADS [FRAMES]
 
 Runs the bundle's inference path the way the edge does — backbone on the frame, backbone on the
-centre-zoom view, fused head — and prints ms/frame, the graph's multiply-adds (Conv, MatMul, Gemm;
+centre-zoom view (bundles with `zoom_inference`), fused head — and prints ms/frame, the graph's multiply-adds (Conv, MatMul, Gemm;
 needs the `onnx` package, see requirements-bench.txt) and the peak RSS of this process.
 """
 import json
@@ -63,8 +63,10 @@ def main():
 
     def frame():
         g, _ = backbone.run(None, {name: x})
-        l, _ = backbone.run(None, {name: x[:, :, ::-1, :].copy()})
-        head.run(None, {head.get_inputs()[0].name: np.concatenate([g, l], axis=1)})
+        if card.get("zoom_inference", True):
+            l, _ = backbone.run(None, {name: x[:, :, ::-1, :].copy()})
+            g = np.concatenate([g, l], axis=1)
+        head.run(None, {head.get_inputs()[0].name: g})
 
     for _ in range(3):
         frame()

@@ -325,7 +325,60 @@ fn run_train(args: TrainArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// The samples of `args.split` (`auto`: test, else val).
+fn eval_samples(data: &data::Dataset, args: &EvalArgs) -> Result<Vec<Sample>> {
+    let samples: Vec<Sample> = match args.split.as_str() {
+        "train" => data.train.clone(),
+        "val" => data.val.clone(),
+        "test" => data.test.clone(),
+        "all" => data.train.iter().chain(&data.val).chain(&data.test).cloned().collect(),
+        _ => data.eval_split().1.to_vec(),
+    };
+    if samples.is_empty() {
+        bail!("the {} split of {} has no images; pick another with --split", args.split, args.data.display());
+    }
+    Ok(samples)
+}
+
+/// `cdnet eval --model BUNDLE`: the bundle's metrics through the board's path (tract, its NNEF
+/// graphs), e.g. int8 against fp32 on a labelled set.
+fn run_eval_bundle(args: EvalArgs) -> Result<()> {
+    let bundle = cdnet_shared::bundle::Bundle::open(&args.model)?;
+    let card = bundle.card.clone();
+    let data = data::load(
+        &args.data,
+        &DataConfig {
+            input_size: card.preprocess.input_size,
+            crop: Some(card.preprocess.crop),
+            classes: Some(card.labels.names().to_vec()),
+            skip_bad: args.skip_bad,
+            ..Default::default()
+        },
+    )?;
+    let samples = eval_samples(&data, &args)?;
+    let pipeline = crate::export::nnef::load_preferred(bundle)?;
+    let metrics = crate::export::evaluate_bundle(&pipeline, &samples)?;
+    print!("{}", summary(&metrics));
+    // A bundle folder holds only what its card lists: the report goes where asked, or nowhere.
+    let Some(out) = args.out else { return Ok(()) };
+    let report = serde_json::json!({
+        "bundle": args.model.display().to_string(),
+        "precision": card.precision,
+        "data": args.data.display().to_string(),
+        "split": args.split,
+        "images": samples.len(),
+        "metrics": metrics,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("metrics: {}", out.display());
+    Ok(())
+}
+
 fn run_eval(args: EvalArgs) -> Result<()> {
+    if args.model.join(cdnet_shared::bundle::CARD_FILE).is_file() {
+        return run_eval_bundle(args);
+    }
     let device = device_for(args.backend)?;
     let (model, info) = saved::load(&args.model, &device)?;
     let data = data::load(
@@ -338,16 +391,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             ..Default::default()
         },
     )?;
-    let samples: Vec<Sample> = match args.split.as_str() {
-        "train" => data.train.clone(),
-        "val" => data.val.clone(),
-        "test" => data.test.clone(),
-        "all" => data.train.iter().chain(&data.val).chain(&data.test).cloned().collect(),
-        _ => data.eval_split().1.to_vec(),
-    };
-    if samples.is_empty() {
-        bail!("the {} split of {} has no images; pick another with --split", args.split, args.data.display());
-    }
+    let samples = eval_samples(&data, &args)?;
     let n = info.preprocess.input_size;
     let norm = info.preprocess.normalization;
     let evaluation = evaluate(&model, &samples, info.labels.names(), n, &norm, &info.center_zoom, 16, &device);

@@ -122,7 +122,7 @@ fn damaged_bundles_are_refused_with_the_problem_named() {
     assert!(error.contains("does not match its graph"), "{error}");
     // Bound again on purpose, the head's shape still disagrees with four labels.
     let error = Pipeline::load(Bundle::bind(&labels).unwrap(), Threads(1)).unwrap_err().to_string();
-    assert!(error.contains("head.onnx") && error.contains("4 labels"), "{error}");
+    assert!(error.contains("head.nnef.tar") && error.contains("4 labels"), "{error}");
 
     let no_card = dir.path().join("no-card");
     std::fs::create_dir_all(&no_card).unwrap();

@@ -137,3 +137,41 @@ fn a_card_that_claims_the_wrong_format_for_its_graphs_is_refused() {
     let error = Bundle::open(&bundle).unwrap_err().to_string();
     assert!(error.contains("nnef is missing"), "{error}");
 }
+
+/// `cdnet eval --model BUNDLE` measures a bundle on labelled images through the board's path: its
+/// accuracy equals the one counted here frame by frame from the PNG files (`infer_image`: the
+/// device's preprocessing, tract on the NNEF graphs).
+#[test]
+fn cdnet_eval_on_a_bundle_counts_what_the_device_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("phantom");
+    let data_arg = data.to_str().unwrap();
+    cdnet(&["--quiet", "phantom", "--out", data_arg, "--per-class", "2", "--test-per-class", "4", "--seed", "5"])
+        .unwrap();
+    let report = dir.path().join("eval.json");
+    let bundle = shipped_bundle("demo-phantom-int8");
+    let args = ["eval", "--model", bundle.to_str().unwrap(), "--data", data_arg, "--split", "test"];
+    cdnet(&[&args[..], &["--out", report.to_str().unwrap()]].concat()).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["precision"], "int8");
+
+    let pipeline = Pipeline::load(Bundle::open(&bundle).unwrap(), Threads(1)).unwrap();
+    let labels = pipeline.bundle().card.labels.names().to_vec();
+    let (mut images, mut correct) = (0, 0);
+    for (label, name) in labels.iter().enumerate() {
+        for entry in std::fs::read_dir(data.join("test").join(name)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "png") {
+                continue;
+            }
+            let frame = cdnet_shared::imageio::read_gray_frames(&path).unwrap().remove(0);
+            let image =
+                cdnet_shared::GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels).unwrap();
+            images += 1;
+            correct += usize::from(pipeline.infer_image(&image).unwrap().class == label);
+        }
+    }
+    assert_eq!(report["images"], images);
+    let accuracy = report["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((accuracy - correct as f64 / images as f64).abs() < 1e-9, "{accuracy} vs {correct}/{images}");
+}

@@ -3,7 +3,7 @@
 //! ```text
 //! cdnet-edge-VERSION-BOARD/
 //!   bin/cdnet-edge, bin/cdnet-probe-sim
-//!   model/                 the model bundle (model.json + ONNX graphs)
+//!   model/                 the model bundle (model.json, ONNX and NNEF graphs, model.sig if signed)
 //!   cdnet-edge.service     systemd unit: restart on failure, unprivileged user, serial + framebuffer groups
 //!   99-cdnet-probe.rules   udev rule: the probe appears as /dev/cdnet-probe
 //!   cdnet-edge.env         settings the unit reads (port, display, layout, threads)
@@ -62,7 +62,9 @@ fn build(board: &Board) -> Result<PathBuf> {
         "cdnet-edge",
         "--bins",
     ]);
-    command.env("RUSTFLAGS", format!("-C target-cpu={}", board.cpu));
+    // No unwind tables: `dist` aborts on panic (Cargo.toml), and they are 0.5 MB of the binary.
+    // .ci/run builds the binary it checks with the same flag.
+    command.env("RUSTFLAGS", format!("-C target-cpu={} -C force-unwind-tables=no", board.cpu));
     match board.target {
         "aarch64-unknown-linux-gnu" => {
             require("aarch64-linux-gnu-gcc")?;
@@ -141,6 +143,15 @@ fn env_file(board: &Board) -> String {
 /// release whose card was edited installs and is then rolled back.
 fn check_bundle(model: &Path) -> Result<(Vec<String>, String)> {
     let (card_path, card) = read_card(model).with_context(|| format!("{} is not a model bundle", model.display()))?;
+    if card.nnef.is_none() {
+        bail!(
+            "{}: the bundle has no NNEF graphs (card format {}), which the board runs; add them with \
+             `cdnet nnef --bundle {}`",
+            model.display(),
+            card.format,
+            model.display()
+        );
+    }
     let mut names = vec![CARD_FILE.to_string()];
     for (name, entry) in &card.files {
         if sha256_file(&model.join(name))? != entry.sha256 {

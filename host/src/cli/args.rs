@@ -180,7 +180,8 @@ pub struct TrainArgs {
 /// `cdnet eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A run folder (uses its best model) or a model file (.bpk with its .json).
+    /// A run folder (uses its best model), a model file (.bpk with its .json), or a bundle folder
+    /// (model.json: evaluated through the board's path, tract on its graphs).
     #[arg(long)]
     pub model: PathBuf,
     /// Data root (same layouts as training).
@@ -189,7 +190,8 @@ pub struct EvalArgs {
     /// Which images: auto (test, else val), train, val, test, or all.
     #[arg(long, default_value = "auto", value_parser = ["auto", "train", "val", "test", "all"])]
     pub split: String,
-    /// Where to write metrics.json and plots. Default: <model folder>/eval-<data folder name>.
+    /// Where to write metrics.json and plots (a bundle: a JSON file of its metrics, only when
+    /// given). Default: <model folder>/eval-<data folder name>.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Skip unreadable images with a warning.

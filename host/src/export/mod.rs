@@ -101,18 +101,23 @@ fn head_graph(model_path: &Path, width: usize) -> Result<Graph> {
     Ok(graph)
 }
 
-/// Runs a bundle with tract over samples.
-fn run_bundle(pipeline: &Pipeline, samples: &[Sample], info: &ModelInfo) -> Result<Vec<Vec<f32>>> {
-    samples
-        .iter()
-        .map(|s| Ok(pipeline.infer_plane(&normalised(s, &info.preprocess.normalization))?.probabilities))
-        .collect()
+/// Runs a bundle with tract over samples (preprocessed planes, normalised here with the card's
+/// settings): the probabilities the board would give.
+fn run_bundle(pipeline: &Pipeline, samples: &[Sample]) -> Result<Vec<Vec<f32>>> {
+    let normalization = &pipeline.bundle().card.preprocess.normalization;
+    samples.iter().map(|s| Ok(pipeline.infer_plane(&normalised(s, normalization))?.probabilities)).collect()
 }
 
-fn metrics_of(info: &ModelInfo, samples: &[Sample], probabilities: &[Vec<f32>]) -> Metrics {
+fn metrics_of(pipeline: &Pipeline, samples: &[Sample], probabilities: &[Vec<f32>]) -> Metrics {
     let labels: Vec<usize> = samples.iter().map(|s| s.label).collect();
     let predicted: Vec<usize> = probabilities.iter().map(|p| top_class(p).map_or(0, |(class, _)| class)).collect();
-    compute(info.labels.names(), &labels, &predicted, probabilities)
+    compute(pipeline.bundle().card.labels.names(), &labels, &predicted, probabilities)
+}
+
+/// A bundle's metrics on labelled samples, measured through the board's inference path (what
+/// `cdnet eval --model BUNDLE` reports; the card's figures come from the same code at export).
+pub fn evaluate_bundle(pipeline: &Pipeline, samples: &[Sample]) -> Result<Metrics> {
+    Ok(metrics_of(pipeline, samples, &run_bundle(pipeline, samples)?))
 }
 
 /// Normalised input planes of phantom B-scans, one per class in turn (parity check without data).
@@ -186,8 +191,8 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     let mut final_metrics = None;
     let mut fp32_probabilities = Vec::new();
     if let Some((split, samples)) = &evaluation {
-        fp32_probabilities = run_bundle(&fp32, samples, &info)?;
-        let fp32_metrics = metrics_of(&info, samples, &fp32_probabilities);
+        fp32_probabilities = run_bundle(&fp32, samples)?;
+        let fp32_metrics = metrics_of(&fp32, samples, &fp32_probabilities);
         metrics.insert("split".into(), serde_json::json!(split));
         metrics.insert("images".into(), serde_json::json!(samples.len()));
         metrics.insert("fp32".into(), serde_json::to_value(&fp32_metrics)?);
@@ -307,6 +312,15 @@ fn parity_planes(info: &ModelInfo, samples: Option<&[Sample]>) -> Result<Vec<Vec
     })
 }
 
+/// Largest |a − b| over two probability vectors; a NaN on either side counts as an infinite
+/// difference (`f32::max` would drop it and pass a broken graph).
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, |worst, d| if d.is_nan() { f32::INFINITY } else { worst.max(d) })
+}
+
 /// The largest probability difference between burn's inference path and tract on the bundle.
 /// Over 1e-3 is an error: the export is wrong.
 fn burn_tract_parity(model: &Cdnet, info: &ModelInfo, fp32: &Pipeline, planes: &[Vec<f32>]) -> Result<f32> {
@@ -315,9 +329,7 @@ fn burn_tract_parity(model: &Cdnet, info: &ModelInfo, fp32: &Pipeline, planes: &
     let mut worst = 0.0f32;
     for (plane, b) in planes.iter().zip(&burn) {
         let t = fp32.infer_plane(plane)?;
-        for (x, y) in t.probabilities.iter().zip(&b.probabilities) {
-            worst = worst.max((x - y).abs());
-        }
+        worst = worst.max(largest_difference(&t.probabilities, &b.probabilities));
     }
     if worst > 1e-3 {
         bail!("the exported graph disagrees with burn by {worst} in probability; the export is wrong");
@@ -351,8 +363,8 @@ impl QuantisedExport<'_> {
         write_bundle(&options.out, &quantised.graph, self.head, card)?;
         let int8 = Pipeline::load(Bundle::open(&options.out)?, Threads(1))?;
         let Some(samples) = samples else { return Ok(None) };
-        let int8_probabilities = run_bundle(&int8, samples, self.info)?;
-        let int8_metrics = metrics_of(self.info, samples, &int8_probabilities);
+        let int8_probabilities = run_bundle(&int8, samples)?;
+        let int8_metrics = metrics_of(&int8, samples, &int8_probabilities);
         let top = |p: &Vec<f32>| top_class(p).map(|(class, _)| class);
         let agree = int8_probabilities.iter().zip(fp32_probabilities).filter(|(a, b)| top(a) == top(b)).count() as f64
             / samples.len().max(1) as f64;

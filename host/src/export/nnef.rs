@@ -7,7 +7,7 @@
 //! ONNX graph, so both translations run the same kernels; [`agreement`] checks that they answer
 //! alike before a bundle leaves the host.
 
-use super::phantom_planes;
+use super::{largest_difference, phantom_planes};
 use anyhow::{Context, Result, bail};
 use cdnet_shared::bundle::{Bundle, ModelCard, NnefGraph, NnefGraphs, sha256_hex};
 use cdnet_shared::runtime::{GraphFormat, Pipeline, Threads};
@@ -149,11 +149,9 @@ pub fn agreement(bundle: &Bundle, planes: &[Vec<f32>]) -> Result<f32> {
     let mut worst = 0.0f32;
     for plane in planes {
         let (a, b) = (onnx.infer_plane(plane)?, nnef.infer_plane(plane)?);
-        for (x, y) in a.probabilities.iter().zip(&b.probabilities) {
-            worst = worst.max((x - y).abs());
-        }
+        worst = worst.max(largest_difference(&a.probabilities, &b.probabilities));
     }
-    if !(worst <= MAX_DIFFERENCE) {
+    if worst > MAX_DIFFERENCE {
         bail!(
             "the NNEF graphs of {} disagree with its ONNX graphs by {worst} in probability (allowed \
              {MAX_DIFFERENCE}); the translation is wrong, do not ship this bundle",
