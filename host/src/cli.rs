@@ -11,9 +11,10 @@ use crate::train::eval::{evaluate, summary, write_reports};
 use crate::train::report::heatmap_panel;
 use crate::train::trainer::{TrainOptions, train};
 use anyhow::{Context, Result, bail};
-use cdnet_shared::GrayImage;
 use cdnet_shared::imageio::read_gray_frames;
+use cdnet_shared::labels::LabelSet;
 use cdnet_shared::preprocess::preprocess_plane;
+use cdnet_shared::{GrayImage, PreprocessConfig};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -325,8 +326,17 @@ fn run_train(args: TrainArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// The samples of `args.split` (`auto`: test, else val).
-fn eval_samples(data: &data::Dataset, args: &EvalArgs) -> Result<Vec<Sample>> {
+/// The samples of `args.split` (`auto`: test, else val) of `args.data`, loaded for a model with
+/// this preprocessing and label set.
+fn eval_samples(args: &EvalArgs, preprocess: &PreprocessConfig, labels: &LabelSet) -> Result<Vec<Sample>> {
+    let config = DataConfig {
+        input_size: preprocess.input_size,
+        crop: Some(preprocess.crop),
+        classes: Some(labels.names().to_vec()),
+        skip_bad: args.skip_bad,
+        ..Default::default()
+    };
+    let data = data::load(&args.data, &config)?;
     let samples: Vec<Sample> = match args.split.as_str() {
         "train" => data.train.clone(),
         "val" => data.val.clone(),
@@ -345,17 +355,7 @@ fn eval_samples(data: &data::Dataset, args: &EvalArgs) -> Result<Vec<Sample>> {
 fn run_eval_bundle(args: EvalArgs) -> Result<()> {
     let bundle = cdnet_shared::bundle::Bundle::open(&args.model)?;
     let card = bundle.card.clone();
-    let data = data::load(
-        &args.data,
-        &DataConfig {
-            input_size: card.preprocess.input_size,
-            crop: Some(card.preprocess.crop),
-            classes: Some(card.labels.names().to_vec()),
-            skip_bad: args.skip_bad,
-            ..Default::default()
-        },
-    )?;
-    let samples = eval_samples(&data, &args)?;
+    let samples = eval_samples(&args, &card.preprocess, &card.labels)?;
     let pipeline = crate::export::nnef::load_preferred(bundle)?;
     let metrics = crate::export::evaluate_bundle(&pipeline, &samples)?;
     print!("{}", summary(&metrics));
@@ -381,17 +381,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     }
     let device = device_for(args.backend)?;
     let (model, info) = saved::load(&args.model, &device)?;
-    let data = data::load(
-        &args.data,
-        &DataConfig {
-            input_size: info.preprocess.input_size,
-            crop: Some(info.preprocess.crop),
-            classes: Some(info.labels.names().to_vec()),
-            skip_bad: args.skip_bad,
-            ..Default::default()
-        },
-    )?;
-    let samples = eval_samples(&data, &args)?;
+    let samples = eval_samples(&args, &info.preprocess, &info.labels)?;
     let n = info.preprocess.input_size;
     let norm = info.preprocess.normalization;
     let evaluation = evaluate(&model, &samples, info.labels.names(), n, &norm, &info.center_zoom, 16, &device);

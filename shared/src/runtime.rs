@@ -147,7 +147,7 @@ fn read_graph(path: &std::path::Path, input: &[usize], format: GraphFormat) -> T
             tract_onnx::onnx().model_for_path(path)?.with_input_fact(0, f32::fact(input).into())?.into_typed()?
         }
         #[cfg(not(feature = "onnx"))]
-        GraphFormat::Onnx => unreachable!("refused in Pipeline::load_graphs"),
+        GraphFormat::Onnx => tract_nnef::internal::bail!("{}", RuntimeError::NoOnnx),
     };
     let got = model.input_fact(0)?.shape.as_concrete().map(|s| s.to_vec());
     if got.as_deref() != Some(input) {
@@ -190,7 +190,7 @@ impl Pipeline {
         let (backbone_file, head_file) = match (format, &card.nnef) {
             (GraphFormat::Nnef, Some(nnef)) => (nnef.backbone.file.clone(), nnef.head.file.clone()),
             (GraphFormat::Nnef, None) => return Err(RuntimeError::NoNnef(bundle.dir.clone())),
-            (GraphFormat::Onnx, _) if !cfg!(feature = "onnx") => return Err(RuntimeError::NoOnnx),
+            // Without the `onnx` feature, read_graph refuses these.
             (GraphFormat::Onnx, _) => (card.backbone.clone(), card.head.clone()),
         };
         let n = card.preprocess.input_size;

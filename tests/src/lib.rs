@@ -8,6 +8,15 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
 }
 
+/// Runs the `cdnet` command line in-process. A command line that does not parse is a mistake in
+/// the test, not a refusal to check: it panics.
+pub fn cdnet(args: &[&str]) -> anyhow::Result<()> {
+    let cli =
+        <cdnet_host::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("cdnet").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("cdnet {args:?}: {e}"));
+    cdnet_host::cli::run(cli)
+}
+
 /// A committed model bundle, e.g. `demo-phantom`.
 pub fn shipped_bundle(name: &str) -> PathBuf {
     root().join("models").join(name)

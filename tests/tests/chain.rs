@@ -67,12 +67,9 @@ struct Chain {
     trusted: TrustedKeys,
 }
 
-/// Runs the `cdnet` command line in-process.
+/// Runs the `cdnet` command line in-process; a refusal fails the test.
 fn cdnet(args: &[&str]) {
-    let cli =
-        <cdnet_host::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("cdnet").chain(args.iter().copied()))
-            .unwrap();
-    cdnet_host::cli::run(cli).unwrap_or_else(|e| panic!("cdnet {args:?}: {e:#}"));
+    cdnet_integration::cdnet(args).unwrap_or_else(|e| panic!("cdnet {args:?}: {e:#}"));
 }
 
 /// Builds the chain once for all tests of this file.

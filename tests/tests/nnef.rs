@@ -4,34 +4,14 @@
 //! upgrades it (`cdnet nnef`), which must reproduce the shipped translation byte for byte.
 
 use cdnet_host::export::nnef::{BACKBONE_FILE, HEAD_FILE, MAX_DIFFERENCE, agreement};
-use cdnet_integration::{copy_bundle, shipped_bundle};
+use cdnet_integration::{cdnet, copy_bundle, shipped_bundle};
 use cdnet_shared::bundle::{Bundle, BundleError, CARD_FILE, CARD_FORMAT, CARD_FORMAT_ONNX_ONLY, ModelCard, read_card};
-use cdnet_shared::phantom::{PhantomClass, PhantomConfig, render};
 use cdnet_shared::runtime::{GraphFormat, Pipeline, RuntimeError, Threads};
 use std::path::Path;
 
-/// Runs the `cdnet` command line in-process.
-fn cdnet(args: &[&str]) -> anyhow::Result<()> {
-    let cli =
-        <cdnet_host::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("cdnet").chain(args.iter().copied()))
-            .unwrap();
-    cdnet_host::cli::run(cli)
-}
-
-/// Normalised input planes of one phantom B-scan per class.
+/// Normalised input planes of phantom B-scans, one per class.
 fn planes(card: &ModelCard) -> Vec<Vec<f32>> {
-    let n = card.preprocess.input_size;
-    PhantomClass::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, &class)| {
-            let image = render(class, 7_000 + i as u64, &PhantomConfig { size: 256, difficulty: 0.5 });
-            let gray = cdnet_shared::GrayImage::new(image.size, image.size, &image.pixels).unwrap();
-            let mut plane = vec![0.0; n * n];
-            cdnet_shared::preprocess::preprocess_plane(&gray, &card.preprocess, &mut plane).unwrap();
-            plane
-        })
-        .collect()
+    cdnet_host::export::phantom_planes(&card.preprocess, 5).unwrap()
 }
 
 fn probabilities(pipeline: &Pipeline, planes: &[Vec<f32>]) -> Vec<Vec<f32>> {

@@ -2,18 +2,10 @@
 //! only bundles that key signed, over exactly the card they have now. (`cdnet export --sign` and an
 //! edge run that trusts the key: `tests/chain.rs`.)
 
-use cdnet_integration::{copy_bundle, shipped_bundle};
+use cdnet_integration::{cdnet, copy_bundle, shipped_bundle};
 use cdnet_shared::bundle::{Bundle, BundleError};
 use cdnet_shared::signature::{SIGNATURE_FILE, TrustedKeys, key_id, read_signing_key};
 use std::path::{Path, PathBuf};
-
-/// Runs the `cdnet` command line in-process.
-fn cdnet(args: &[&str]) -> anyhow::Result<()> {
-    let cli =
-        <cdnet_host::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("cdnet").chain(args.iter().copied()))
-            .unwrap();
-    cdnet_host::cli::run(cli)
-}
 
 /// `cdnet keygen --out DIR/NAME`; returns (private, public) paths.
 fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {

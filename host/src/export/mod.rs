@@ -121,7 +121,7 @@ pub fn evaluate_bundle(pipeline: &Pipeline, samples: &[Sample]) -> Result<Metric
 }
 
 /// Normalised input planes of phantom B-scans, one per class in turn (parity check without data).
-fn phantom_planes(preprocess: &PreprocessConfig, count: usize) -> Result<Vec<Vec<f32>>> {
+pub fn phantom_planes(preprocess: &PreprocessConfig, count: usize) -> Result<Vec<Vec<f32>>> {
     use cdnet_shared::phantom::{PhantomClass, PhantomConfig, render};
     let n = preprocess.input_size;
     (0..count)
