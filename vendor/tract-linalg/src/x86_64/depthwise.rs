@@ -108,6 +108,143 @@ bail_stub!(x86_64; pub unsafe fn depthwise_w_f32(
 submit_routine!(x86_64; DepthwiseWF32, DepthwiseW, "x86_64_avx_depthwise_w_f32", depthwise_w_f32,
     isa(X86_64Avx));
 
+/// Depthwise convolution with the channel as the contiguous dim, the contract of
+/// [`crate::routines::DepthwiseCF32`] (the same as the aarch64 and wasm kernels): `len` output
+/// positions of `channels` channels each; point `i`, channel `c`, is `bias[c]` plus every
+/// `kernel[tap_indices[t] * k_stride + c] * input[i * in_stride + offsets[t] + c]`, taps in order.
+///
+/// Each product is fused into the running sum (FMA), as the aarch64 kernel does; the channel
+/// tail that no vector covers uses the same fused operation, so every channel of every point
+/// gets the same bits whichever lane computes it. Two output points are computed together so
+/// each kernel vector, loaded once, feeds two FMAs: with taps outer and channels inner the loop
+/// is bound by loads, not by arithmetic.
+///
+/// # Safety
+/// As [`crate::routines::DepthwiseCF32`], on a machine with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn depthwise_c_f32(
+    input: *const f32,
+    output: *mut f32,
+    kernel: *const f32,
+    tap_indices: &[usize],
+    offsets: &[isize],
+    bias: *const f32,
+    channels: usize,
+    k_stride: usize,
+    len: usize,
+    in_stride: isize,
+    out_stride: isize,
+) {
+    unsafe {
+        let taps = ChannelTaps { kernel, tap_indices, offsets, k_stride };
+        let mut i = 0usize;
+        while i + 2 <= len {
+            let inputs = [input.offset(i as isize * in_stride), input.offset((i + 1) as isize * in_stride)];
+            let outputs = [output.offset(i as isize * out_stride), output.offset((i + 1) as isize * out_stride)];
+            channel_run::<2>(&taps, inputs, outputs, bias, channels);
+            i += 2;
+        }
+        if i < len {
+            let inputs = [input.offset(i as isize * in_stride)];
+            let outputs = [output.offset(i as isize * out_stride)];
+            channel_run::<1>(&taps, inputs, outputs, bias, channels);
+        }
+    }
+}
+
+/// The kernel side of [`depthwise_c_f32`]: where tap `t` of channel `c` is, and where its input is
+/// relative to an output point's centre.
+#[cfg(target_arch = "x86_64")]
+struct ChannelTaps<'a> {
+    kernel: *const f32,
+    tap_indices: &'a [usize],
+    offsets: &'a [isize],
+    k_stride: usize,
+}
+
+/// Every channel of `P` output points: 32 channels at a time (four vectors per point), then 8,
+/// then one.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn channel_run<const P: usize>(
+    taps: &ChannelTaps,
+    inputs: [*const f32; P],
+    outputs: [*mut f32; P],
+    bias: *const f32,
+    channels: usize,
+) {
+    unsafe {
+        let mut c = 0usize;
+        while c + 32 <= channels {
+            channel_block::<P, 4>(taps, inputs, outputs, bias, c);
+            c += 32;
+        }
+        while c + 8 <= channels {
+            channel_block::<P, 1>(taps, inputs, outputs, bias, c);
+            c += 8;
+        }
+        while c < channels {
+            for p in 0..P {
+                let mut sum = *bias.add(c);
+                for (&kix, &off) in taps.tap_indices.iter().zip(taps.offsets) {
+                    let k = *taps.kernel.add(kix * taps.k_stride + c);
+                    sum = k.mul_add(*inputs[p].offset(off).add(c), sum);
+                }
+                *outputs[p].add(c) = sum;
+            }
+            c += 1;
+        }
+    }
+}
+
+/// `V` vectors of 8 channels from `c` on, for `P` output points: `V × P` accumulators, the kernel
+/// vectors loaded once per tap for all points.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn channel_block<const P: usize, const V: usize>(
+    taps: &ChannelTaps,
+    inputs: [*const f32; P],
+    outputs: [*mut f32; P],
+    bias: *const f32,
+    c: usize,
+) {
+    use std::arch::x86_64::*;
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); V]; P];
+        for v in 0..V {
+            let b = _mm256_loadu_ps(bias.add(c + 8 * v));
+            for p in 0..P {
+                acc[p][v] = b;
+            }
+        }
+        for (&kix, &off) in taps.tap_indices.iter().zip(taps.offsets) {
+            let k = taps.kernel.add(kix * taps.k_stride + c);
+            for v in 0..V {
+                let kv = _mm256_loadu_ps(k.add(8 * v));
+                for p in 0..P {
+                    let x = _mm256_loadu_ps(inputs[p].offset(off).add(c + 8 * v));
+                    acc[p][v] = _mm256_fmadd_ps(x, kv, acc[p][v]);
+                }
+            }
+        }
+        for p in 0..P {
+            for v in 0..V {
+                _mm256_storeu_ps(outputs[p].add(c + 8 * v), acc[p][v]);
+            }
+        }
+    }
+}
+
+bail_stub!(x86_64; pub unsafe fn depthwise_c_f32(
+    *const f32, *mut f32, *const f32, &[usize], &[isize], *const f32, usize, usize, usize, isize,
+    isize
+));
+
+submit_routine!(x86_64; DepthwiseCF32, DepthwiseC, "x86_64_fma_depthwise_c_f32", depthwise_c_f32,
+    isa(X86_64Avx2, X86_64Fma));
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -156,6 +293,80 @@ mod tests {
         // Same operations in the same order: the results must match bit for bit.
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&output), bits(&expected), "taps {taps} len {len} stride {in_stride}");
+    }
+
+    /// Channel-last: every channel of every point against a scalar walk with the same fused
+    /// operations in the same order, so the comparison is bit for bit. The kernel runs on a block
+    /// of channels inside a wider tensor (`k_stride` and the strides span all of them), and must
+    /// leave the channels outside its block untouched.
+    fn compare_c(taps: usize, channels: usize, block: std::ops::Range<usize>, len: usize, s: isize) {
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let kernel: Vec<f32> = (0..taps * channels).map(|i| (i as f32 * 0.7).sin()).collect();
+        let tap_indices: Vec<usize> = (0..taps).rev().collect();
+        let offsets: Vec<isize> =
+            (0..taps as isize).map(|t| (t - taps as isize / 2) * channels as isize).collect();
+        let bias: Vec<f32> = (0..channels).map(|i| i as f32 * 0.05 - 0.1).collect();
+        let in_stride = channels as isize * s;
+        let out_stride = channels as isize;
+        let center = (taps / 2) * channels;
+        let input: Vec<f32> = (0..center + len.saturating_sub(1) * in_stride as usize + taps * channels)
+            .map(|i| (i as f32 * 0.11).cos())
+            .collect();
+        let out_len = len * out_stride as usize;
+        let mut want = vec![f32::NAN; out_len];
+        for i in 0..len {
+            for c in block.clone() {
+                let mut sum = bias[c];
+                for (t, &kix) in tap_indices.iter().enumerate() {
+                    let x = input[(center as isize + i as isize * in_stride + offsets[t]) as usize + c];
+                    sum = kernel[kix * channels + c].mul_add(x, sum);
+                }
+                want[i * out_stride as usize + c] = sum;
+            }
+        }
+        let mut got = vec![f32::NAN; out_len];
+        unsafe {
+            depthwise_c_f32(
+                input.as_ptr().add(center + block.start),
+                got.as_mut_ptr().add(block.start),
+                kernel.as_ptr().add(block.start),
+                &tap_indices,
+                &offsets,
+                bias.as_ptr().add(block.start),
+                block.len(),
+                channels,
+                len,
+                in_stride,
+                out_stride,
+            )
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "taps {taps} channels {channels} block {block:?} len {len} s {s}");
+    }
+
+    #[test]
+    fn depthwise_c_matches_fused_scalar_bit_for_bit() {
+        for taps in [1usize, 2, 3, 9, 25] {
+            for channels in [1usize, 3, 7, 8, 9, 16, 31, 32, 33, 40, 72, 96] {
+                for len in [0usize, 1, 2, 3, 5] {
+                    for s in [1isize, 2] {
+                        compare_c(taps, channels, 0..channels, len, s);
+                    }
+                }
+            }
+        }
+        for block in [16..48, 3..37, 40..41] {
+            compare_c(9, 64, block, 3, 1);
+        }
+    }
+
+    #[test]
+    fn depthwise_c_is_the_kernel_this_host_runs() {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            assert!(crate::routines::depthwise_c_f32().is_some());
+        }
     }
 
     #[test]
