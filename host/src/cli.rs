@@ -53,8 +53,9 @@ pub enum Command {
     /// Bind a bundle's graphs to its card again: upgrade a bundle exported before card binding, or
     /// accept a deliberate, reviewed edit of its model.json. The graphs must be unchanged.
     Bind(BundleArgs),
-    /// Add NNEF graphs (what the edge runs) to a bundle exported before they existed (card format
-    /// 3), checking that they answer like its ONNX graphs. Sign the bundle again afterwards.
+    /// Bring a bundle's graphs up to this build: ReLU6 written as one Clip (exports before wrote it
+    /// composed), NNEF graphs (what the edge runs) added or translated again, checked to answer
+    /// like its ONNX graphs. Upgrades card format 3. Sign the bundle again afterwards.
     Nnef(BundleArgs),
     /// Make an ed25519 key pair for signing bundles (boards configured with `--trust` serve only
     /// bundles signed by a key they trust).
@@ -220,6 +221,9 @@ fn run_bind(args: BundleArgs) -> Result<()> {
 fn run_nnef(args: BundleArgs) -> Result<()> {
     let report = crate::export::nnef::add_to_bundle(&args.bundle)?;
     let nnef = report.bundle.card.nnef.as_ref().context("the card lists no NNEF graphs")?;
+    if report.relu6_rewritten > 0 {
+        println!("rewrote {} composed ReLU6 as Clip in the ONNX graphs", report.relu6_rewritten);
+    }
     println!(
         "added NNEF graphs to {} ({}, {}): they agree with its ONNX graphs within {:.1e} in probability on phantom frames",
         args.bundle.display(),

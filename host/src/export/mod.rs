@@ -83,7 +83,8 @@ fn backbone_graph(model_path: &Path, n: usize) -> Result<Graph> {
     let mut graph = Graph::decode(exported.as_bytes())?;
     graph.rename_io(&[BACKBONE_INPUT], &[BACKBONE_FEATURE, BACKBONE_HEATMAP])?;
     let folded = graph.fold_batch_norms()?;
-    tracing::debug!("folded {folded} BatchNorm layers into convolutions");
+    let clipped = graph.fuse_relu6()?;
+    tracing::debug!("folded {folded} BatchNorm layers into convolutions, wrote {clipped} ReLU6 as Clip");
     Ok(graph)
 }
 

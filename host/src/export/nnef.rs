@@ -7,9 +7,10 @@
 //! ONNX graph, so both translations run the same kernels; [`agreement`] checks that they answer
 //! alike before a bundle leaves the host.
 
+use super::onnx::Graph;
 use super::{largest_difference, phantom_planes};
 use anyhow::{Context, Result, bail};
-use cdnet_shared::bundle::{Bundle, ModelCard, NnefGraph, NnefGraphs, sha256_hex};
+use cdnet_shared::bundle::{Bundle, ModelCard, NnefGraph, NnefGraphs, sha256_hex, write_atomically};
 use cdnet_shared::runtime::{GraphFormat, Pipeline, Threads};
 use std::path::Path;
 use tract_onnx::prelude::*;
@@ -173,18 +174,23 @@ pub fn load_preferred(bundle: Bundle) -> Result<Pipeline> {
 pub struct NnefReport {
     /// The upgraded bundle.
     pub bundle: Bundle,
+    /// How many composed ReLU6 its ONNX graphs had, now `Clip` ([`clip_relu6`]).
+    pub relu6_rewritten: usize,
     /// [`agreement`] on phantom frames.
     pub max_difference: f32,
     /// Whether a signature of the old card was removed.
     pub signature_removed: bool,
 }
 
-/// `cdnet nnef`: gives a verified bundle NNEF graphs (the upgrade of a format-3 bundle, or a new
-/// translation by this build's tract), rewrites its card and checks the two translations agree on
-/// phantom frames. The card changes, so a signature is removed (sign the bundle again).
+/// `cdnet nnef`: brings a verified bundle's graphs up to this build. A ReLU6 that an earlier export
+/// wrote composed becomes `Clip` in its ONNX graphs ([`clip_relu6`]); the NNEF graphs are
+/// translated by this build's tract (the upgrade of a format-3 bundle, or a new translation); the
+/// card is rewritten and the two translations checked to agree on phantom frames. The card
+/// changes, so a signature is removed (sign the bundle again).
 pub fn add_to_bundle(dir: &Path) -> Result<NnefReport> {
     let mut card = Bundle::open(dir)?.card;
     let signed = dir.join(cdnet_shared::signature::SIGNATURE_FILE).exists();
+    let relu6_rewritten = clip_relu6(dir, &mut card)?;
     translate_graphs(dir, &mut card)?;
     let mut files: Vec<String> = card.files.keys().cloned().collect();
     files.extend(card.graph_files().into_iter().filter(|file| !card.files.contains_key(file)));
@@ -192,5 +198,30 @@ pub fn add_to_bundle(dir: &Path) -> Result<NnefReport> {
     Bundle::write_card(dir, &mut card, &names)?;
     let bundle = Bundle::open(dir)?;
     let max_difference = agreement(&bundle, &phantom_planes(&bundle.card.preprocess, 8)?)?;
-    Ok(NnefReport { bundle, max_difference, signature_removed: signed })
+    Ok(NnefReport { bundle, relu6_rewritten, max_difference, signature_removed: signed })
+}
+
+/// Rewrites the composed ReLU6 of a bundle's ONNX graphs as `Clip` ([`Graph::fuse_relu6`]; exports
+/// before it wrote `Relu(x) − Relu(x − 6)`, which costs tract two passes over every expanded
+/// feature map) and records the graphs' new operator counts on the card. Returns how many.
+fn clip_relu6(dir: &Path, card: &mut ModelCard) -> Result<usize> {
+    let mut total = 0;
+    for (file, ops) in [(card.backbone.clone(), "backbone_ops"), (card.head.clone(), "head_ops")] {
+        let path = dir.join(&file);
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut graph = Graph::decode(&bytes).with_context(|| format!("{} is not an ONNX graph", path.display()))?;
+        let rewritten = graph.fuse_relu6().with_context(|| format!("cannot rewrite {}", path.display()))?;
+        if rewritten > 0 {
+            write_atomically(&path, &graph.encode())?;
+            card.export[ops] = serde_json::json!(graph.op_counts());
+            total += rewritten;
+        }
+    }
+    if total > 0 {
+        card.export["relu6_as_clip"] = serde_json::json!(format!(
+            "{total} composed ReLU6 rewritten as Clip by {} (identical for inputs up to 12)",
+            concat!("cdnet nnef ", env!("CARGO_PKG_VERSION"))
+        ));
+    }
+    Ok(total)
 }

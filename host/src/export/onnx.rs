@@ -1,6 +1,6 @@
 //! Edits of an exported ONNX graph (protobuf via prost, the types tract ships in `tract_onnx::pb`):
-//! stable input/output names, BatchNorm folded into the preceding convolutions, unused
-//! initializers pruned, a Softmax on the head.
+//! stable input/output names, BatchNorm folded into the preceding convolutions, composed ReLU6
+//! rewritten as `Clip`, unused initializers pruned, a Softmax on the head.
 
 use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,6 +21,15 @@ pub enum GraphError {
 #[derive(Debug, Clone)]
 pub struct Graph {
     model: ModelProto,
+}
+
+/// The four nodes of one composed ReLU6 (node indices) and its input.
+struct ComposedRelu6 {
+    outer_sub: usize,
+    relu_x: usize,
+    shifted: usize,
+    relu_shifted: usize,
+    x: String,
 }
 
 /// Reads an f32 initializer (raw little-endian data or `float_data`).
@@ -219,6 +228,74 @@ impl Graph {
         Ok(count)
     }
 
+    /// Rewrites every ReLU6 that burn-onnx composed as `Relu(x) − Relu(x − 6)` (it cannot export a
+    /// clamp) as the one `Clip(x, 0, 6)` the model computes. Returns how many were rewritten.
+    ///
+    /// The two forms give the same bits for every `x ≤ 12` (there `x − 6` and `x − (x − 6)` are
+    /// exact); above 12 the composed form rounds away from 6, and `Clip` is what burn trains
+    /// (`model::activation::relu6`). Runtimes fuse a `Clip` into the convolution before it; the
+    /// composed form costs two extra passes over every expanded feature map (tract: 13 % of a
+    /// field-model frame, issue 16).
+    pub fn fuse_relu6(&mut self) -> Result<usize, GraphError> {
+        let matches = self.composed_relu6()?;
+        let graph = self.graph_mut();
+        let mut remove = HashSet::new();
+        for m in &matches {
+            let output = graph.node[m.outer_sub].output[0].clone();
+            let (low, high) = (format!("{output}.clip_min"), format!("{output}.clip_max"));
+            graph.initializer.push(f32_tensor(&low, &[], &[0.0]));
+            graph.initializer.push(f32_tensor(&high, &[], &[6.0]));
+            let name = graph.node[m.outer_sub].name.clone();
+            graph.node[m.outer_sub] = node("Clip", &format!("{name}.relu6"), &[&m.x, &low, &high], &[&output], vec![]);
+            remove.extend([m.relu_x, m.shifted, m.relu_shifted]);
+        }
+        let nodes = std::mem::take(&mut graph.node);
+        graph.node = nodes.into_iter().enumerate().filter(|(i, _)| !remove.contains(i)).map(|(_, n)| n).collect();
+        self.prune_initializers();
+        Ok(matches.len())
+    }
+
+    /// Every `Sub(Relu(x), Relu(Sub(x, 6)))` whose intermediate values nothing else reads.
+    fn composed_relu6(&self) -> Result<Vec<ComposedRelu6>, GraphError> {
+        let graph = self.graph();
+        let mut consumers: HashMap<&str, usize> = HashMap::new();
+        for input in graph.node.iter().flat_map(|n| &n.input) {
+            *consumers.entry(input.as_str()).or_default() += 1;
+        }
+        let producer: HashMap<&str, usize> =
+            graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
+        let outputs: HashSet<&str> = graph.output.iter().map(|v| v.name.as_str()).collect();
+        let initializers: HashMap<&str, &TensorProto> =
+            graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let is_six = |name: &str| -> Result<bool, GraphError> {
+            Ok(match initializers.get(name) {
+                Some(t) if t.data_type == tensor_proto::DataType::Float as i32 => read_f32(t)? == [6.0],
+                _ => false,
+            })
+        };
+        // An intermediate value the rewrite removes: one producer of the given op, one reader.
+        let private = |value: &str, op: &str| -> Option<usize> {
+            let index = *producer.get(value)?;
+            let single = consumers.get(value) == Some(&1) && !outputs.contains(value);
+            (graph.node[index].op_type == op && single).then_some(index)
+        };
+        let mut found = Vec::new();
+        for (outer_sub, sub) in graph.node.iter().enumerate() {
+            let [a, b] = &sub.input[..] else { continue };
+            if sub.op_type != "Sub" {
+                continue;
+            }
+            let (Some(relu_x), Some(relu_shifted)) = (private(a, "Relu"), private(b, "Relu")) else { continue };
+            let Some(shifted) = private(&graph.node[relu_shifted].input[0], "Sub") else { continue };
+            let x = &graph.node[relu_x].input[0];
+            let [shift_x, six] = &graph.node[shifted].input[..] else { continue };
+            if shift_x == x && is_six(six)? {
+                found.push(ComposedRelu6 { outer_sub, relu_x, shifted, relu_shifted, x: x.clone() });
+            }
+        }
+        Ok(found)
+    }
+
     /// Drops initializers that no node reads (burn embeds every parameter of the module; folding
     /// leaves the BatchNorm statistics unused).
     pub fn prune_initializers(&mut self) {
@@ -251,5 +328,78 @@ impl Graph {
             *counts.entry(node.op_type.clone()).or_default() += 1;
         }
         counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::{OperatorSetIdProto, ValueInfoProto};
+    use tract_onnx::prelude::*;
+
+    /// `y = relu(x) − relu(x − 6)` as burn-onnx writes it, and a second copy (`z`) whose `relu(x)`
+    /// is also an output, which the rewrite must leave alone.
+    fn composed() -> Graph {
+        let value = |name: &str| ValueInfoProto { name: name.into(), ..Default::default() };
+        let graph = GraphProto {
+            node: vec![
+                node("Relu", "r1", &["x"], &["a"], vec![]),
+                node("Sub", "s1", &["x", "six"], &["t"], vec![]),
+                node("Relu", "r2", &["t"], &["b"], vec![]),
+                node("Sub", "s2", &["a", "b"], &["y"], vec![]),
+                node("Relu", "r3", &["y"], &["c"], vec![]),
+                node("Sub", "s3", &["y", "six_again"], &["u"], vec![]),
+                node("Relu", "r4", &["u"], &["d"], vec![]),
+                node("Sub", "s4", &["c", "d"], &["z"], vec![]),
+            ],
+            initializer: vec![f32_tensor("six", &[], &[6.0]), f32_tensor("six_again", &[], &[6.0])],
+            input: vec![value("x")],
+            output: vec![value("y"), value("z"), value("c")],
+            ..Default::default()
+        };
+        let opset = OperatorSetIdProto { domain: String::new(), version: 18 };
+        Graph {
+            model: ModelProto { graph: Some(graph), opset_import: vec![opset], ir_version: 8, ..Default::default() },
+        }
+    }
+
+    fn run(graph: &Graph, x: &[f32]) -> Vec<Vec<f32>> {
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &graph.encode()[..])
+            .and_then(|m| m.with_input_fact(0, f32::fact([x.len()]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .unwrap();
+        let outputs = model.run(tvec!(Tensor::from_shape(&[x.len()], x).unwrap().into_tvalue())).unwrap();
+        outputs.iter().map(|o| o.to_plain_array_view::<f32>().unwrap().iter().copied().collect()).collect()
+    }
+
+    #[test]
+    fn composed_relu6_becomes_clip_with_the_same_values() {
+        let mut graph = composed();
+        assert_eq!(graph.fuse_relu6().unwrap(), 1, "only the copy whose intermediates nothing else reads");
+        let ops = graph.op_counts();
+        assert_eq!(ops.get("Clip"), Some(&1), "{ops:?}");
+        assert_eq!((ops.get("Relu"), ops.get("Sub")), (Some(&2), Some(&2)), "{ops:?}");
+        assert_eq!(graph.graph().initializer.iter().filter(|t| t.name == "six").count(), 0, "unused scalar pruned");
+        let x = [-1e6, -20.0, -1.0, 0.0, 0.25, 3.0, 5.999, 6.0, 6.001, 7.3, 11.9, 12.0, 12.5, 1e3, 6.7108872e7];
+        let (before, after) = (run(&composed(), &x), run(&graph, &x));
+        for (i, &v) in x.iter().enumerate() {
+            let clipped = after[0][i];
+            assert_eq!(clipped, v.clamp(0.0, 6.0), "Clip at {v}");
+            if v <= 12.0 {
+                assert_eq!(clipped.to_bits(), before[0][i].to_bits(), "composed and Clip differ at {v}");
+            }
+        }
+        // Where the composed form rounds, it is not ReLU6; the rewrite is.
+        assert_ne!(before[0][x.len() - 1], 6.0);
+        assert_eq!(after[1], before[1], "the untouched copy");
+    }
+
+    #[test]
+    fn a_shift_other_than_six_is_not_relu6() {
+        let mut graph = composed();
+        graph.graph_mut().initializer[0] = f32_tensor("six", &[], &[5.0]);
+        assert_eq!(graph.fuse_relu6().unwrap(), 0);
     }
 }

@@ -309,7 +309,7 @@ fn verify_files(
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
     let io = |source| BundleError::Io { path: path.to_path_buf(), source };
     let mut temporary = std::ffi::OsString::from(path.as_os_str());
     temporary.push(".partial");

@@ -39,7 +39,8 @@ pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if runs_on_flex(&x) {
         Tensor::from_dispatch(<Dispatch as FusedActivations>::relu6(x.into_dispatch()))
     } else {
-        // Two ReLUs rather than `clamp`: burn-onnx 0.22 cannot export a clamp.
+        // Two ReLUs rather than `clamp`: burn-onnx 0.22 cannot export a clamp. The export writes
+        // the pair back as one `Clip` (`export::onnx::Graph::fuse_relu6`).
         relu(x.clone()) - relu(x - 6.0)
     }
 }
