@@ -52,7 +52,12 @@ fn main() -> TractResult<()> {
     let mut times: Vec<NodeTime> = model
         .nodes()
         .iter()
-        .map(|n| NodeTime { name: n.name.clone(), op: n.op().name().to_string(), detail: describe(model, n), total: 0.0 })
+        .map(|n| NodeTime {
+            name: n.name.clone(),
+            op: n.op().name().to_string(),
+            detail: describe(model, n),
+            total: 0.0,
+        })
         .collect();
     let wall = Instant::now();
     for _ in 0..frames {
