@@ -334,13 +334,17 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::pb::{OperatorSetIdProto, ValueInfoProto};
-    use tract_onnx::prelude::*;
+    use tract_onnx::pb::{OperatorSetIdProto, TypeProto, ValueInfoProto, type_proto};
+    use tract_onnx::prelude::{DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue, Tensor, tvec};
 
     /// `y = relu(x) − relu(x − 6)` as burn-onnx writes it, and a second copy (`z`) whose `relu(x)`
     /// is also an output, which the rewrite must leave alone.
     fn composed() -> Graph {
-        let value = |name: &str| ValueInfoProto { name: name.into(), ..Default::default() };
+        let value = |name: &str| {
+            let tensor = type_proto::Tensor { elem_type: tensor_proto::DataType::Float as i32, shape: None };
+            let r#type = TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() };
+            ValueInfoProto { name: name.into(), r#type: Some(r#type), ..Default::default() }
+        };
         let graph = GraphProto {
             node: vec![
                 node("Relu", "r1", &["x"], &["a"], vec![]),
@@ -369,7 +373,7 @@ mod tests {
             .and_then(|m| m.with_input_fact(0, f32::fact([x.len()]).into()))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{e:?}"));
         let outputs = model.run(tvec!(Tensor::from_shape(&[x.len()], x).unwrap().into_tvalue())).unwrap();
         outputs.iter().map(|o| o.to_plain_array_view::<f32>().unwrap().iter().copied().collect()).collect()
     }
@@ -382,7 +386,24 @@ mod tests {
         assert_eq!(ops.get("Clip"), Some(&1), "{ops:?}");
         assert_eq!((ops.get("Relu"), ops.get("Sub")), (Some(&2), Some(&2)), "{ops:?}");
         assert_eq!(graph.graph().initializer.iter().filter(|t| t.name == "six").count(), 0, "unused scalar pruned");
-        let x = [-1e6, -20.0, -1.0, 0.0, 0.25, 3.0, 5.999, 6.0, 6.001, 7.3, 11.9, 12.0, 12.5, 1e3, 6.7108872e7];
+        // The last is 2^26 + 8, where `x − 6` rounds (the f32 spacing there is 8).
+        let x: [f32; 15] = [
+            -1e6,
+            -20.0,
+            -1.0,
+            0.0,
+            0.25,
+            3.0,
+            5.999,
+            6.0,
+            6.001,
+            7.3,
+            11.9,
+            12.0,
+            12.5,
+            1e3,
+            (1u32 << 26) as f32 + 8.0,
+        ];
         let (before, after) = (run(&composed(), &x), run(&graph, &x));
         for (i, &v) in x.iter().enumerate() {
             let clipped = after[0][i];
