@@ -225,3 +225,33 @@ fn clip_relu6(dir: &Path, card: &mut ModelCard) -> Result<usize> {
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cdnet nnef`'s first step on a bundle whose backbone has one composed ReLU6 (and a head
+    /// without): the graph file is rewritten, the card records the new operator counts and the
+    /// rewrite, and a second run finds nothing left to do.
+    #[test]
+    fn clip_relu6_rewrites_the_graph_file_and_records_it_on_the_card() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo-phantom/model.json");
+        let mut card: ModelCard = serde_json::from_slice(&std::fs::read(shipped).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(&card.backbone), super::super::onnx::tests::composed().encode()).unwrap();
+        let mut head = super::super::onnx::tests::composed();
+        head.fuse_relu6().unwrap();
+        std::fs::write(dir.path().join(&card.head), head.encode()).unwrap();
+        let head_before = std::fs::read(dir.path().join(&card.head)).unwrap();
+        let head_ops = card.export["head_ops"].clone();
+
+        assert_eq!(clip_relu6(dir.path(), &mut card).unwrap(), 1);
+        let written = Graph::decode(&std::fs::read(dir.path().join(&card.backbone)).unwrap()).unwrap();
+        assert_eq!(written.op_counts().get("Clip"), Some(&1));
+        assert_eq!(card.export["backbone_ops"]["Clip"], 1);
+        assert_eq!(card.export["head_ops"], head_ops, "an unchanged graph keeps its counts");
+        assert_eq!(std::fs::read(dir.path().join(&card.head)).unwrap(), head_before, "and its bytes");
+        assert!(card.export["relu6_as_clip"].as_str().is_some_and(|s| s.starts_with("1 composed ReLU6")));
+        assert_eq!(clip_relu6(dir.path(), &mut card).unwrap(), 0);
+    }
+}

@@ -332,14 +332,14 @@ impl Graph {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tract_onnx::pb::{OperatorSetIdProto, TypeProto, ValueInfoProto, type_proto};
     use tract_onnx::prelude::{DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue, Tensor, tvec};
 
     /// `y = relu(x) − relu(x − 6)` as burn-onnx writes it, and a second copy (`z`) whose `relu(x)`
     /// is also an output, which the rewrite must leave alone.
-    fn composed() -> Graph {
+    pub(crate) fn composed() -> Graph {
         let value = |name: &str| {
             let tensor = type_proto::Tensor { elem_type: tensor_proto::DataType::Float as i32, shape: None };
             let r#type = TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() };
