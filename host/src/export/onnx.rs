@@ -32,6 +32,26 @@ struct ComposedRelu6 {
     x: String,
 }
 
+/// How many node inputs read each value.
+fn reader_counts(graph: &GraphProto) -> HashMap<&str, usize> {
+    let mut counts = HashMap::new();
+    for input in graph.node.iter().flat_map(|n| &n.input) {
+        *counts.entry(input.as_str()).or_default() += 1;
+    }
+    counts
+}
+
+/// The index of the node that writes each value.
+fn writers(graph: &GraphProto) -> HashMap<&str, usize> {
+    graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect()
+}
+
+/// Drops the nodes at `indices`, keeping the others in order.
+fn remove_nodes(graph: &mut GraphProto, indices: &HashSet<usize>) {
+    let nodes = std::mem::take(&mut graph.node);
+    graph.node = nodes.into_iter().enumerate().filter(|(i, _)| !indices.contains(i)).map(|(_, n)| n).collect();
+}
+
 /// Reads an f32 initializer (raw little-endian data or `float_data`).
 pub fn read_f32(tensor: &TensorProto) -> Result<Vec<f32>, GraphError> {
     if tensor.data_type != tensor_proto::DataType::Float as i32 {
@@ -159,14 +179,7 @@ impl Graph {
     /// Returns how many were folded.
     pub fn fold_batch_norms(&mut self) -> Result<usize, GraphError> {
         let graph = self.graph_mut();
-        let mut consumers: HashMap<String, usize> = HashMap::new();
-        for node in &graph.node {
-            for input in &node.input {
-                *consumers.entry(input.clone()).or_default() += 1;
-            }
-        }
-        let producer: HashMap<String, usize> =
-            graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.clone(), i))).collect();
+        let (consumers, producer) = (reader_counts(graph), writers(graph));
         let initializer_index: HashMap<String, usize> =
             graph.initializer.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         let get = |name: &str| -> Result<Vec<f32>, GraphError> {
@@ -180,9 +193,9 @@ impl Graph {
             if bn.op_type != "BatchNormalization" || bn.input.len() < 5 {
                 continue;
             }
-            let Some(&conv_index) = producer.get(&bn.input[0]) else { continue };
+            let Some(&conv_index) = producer.get(bn.input[0].as_str()) else { continue };
             let conv = &graph.node[conv_index];
-            if conv.op_type != "Conv" || consumers.get(&bn.input[0]) != Some(&1) {
+            if conv.op_type != "Conv" || consumers.get(bn.input[0].as_str()) != Some(&1) {
                 continue;
             }
             let weight_name = &conv.input[1];
@@ -222,8 +235,7 @@ impl Graph {
             conv.output[0] = bn_output;
             remove.insert(bn_index);
         }
-        let nodes = std::mem::take(&mut graph.node);
-        graph.node = nodes.into_iter().enumerate().filter(|(i, _)| !remove.contains(i)).map(|(_, n)| n).collect();
+        remove_nodes(graph, &remove);
         self.prune_initializers();
         Ok(count)
     }
@@ -249,8 +261,7 @@ impl Graph {
             graph.node[m.outer_sub] = node("Clip", &format!("{name}.relu6"), &[&m.x, &low, &high], &[&output], vec![]);
             remove.extend([m.relu_x, m.shifted, m.relu_shifted]);
         }
-        let nodes = std::mem::take(&mut graph.node);
-        graph.node = nodes.into_iter().enumerate().filter(|(i, _)| !remove.contains(i)).map(|(_, n)| n).collect();
+        remove_nodes(graph, &remove);
         self.prune_initializers();
         Ok(matches.len())
     }
@@ -258,12 +269,7 @@ impl Graph {
     /// Every `Sub(Relu(x), Relu(Sub(x, 6)))` whose intermediate values nothing else reads.
     fn composed_relu6(&self) -> Result<Vec<ComposedRelu6>, GraphError> {
         let graph = self.graph();
-        let mut consumers: HashMap<&str, usize> = HashMap::new();
-        for input in graph.node.iter().flat_map(|n| &n.input) {
-            *consumers.entry(input.as_str()).or_default() += 1;
-        }
-        let producer: HashMap<&str, usize> =
-            graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
+        let (consumers, producer) = (reader_counts(graph), writers(graph));
         let outputs: HashSet<&str> = graph.output.iter().map(|v| v.name.as_str()).collect();
         let initializers: HashMap<&str, &TensorProto> =
             graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
