@@ -439,6 +439,10 @@ pub fn flatten_all(model: &mut TypedModel) -> TractResult<()> {
     Rewriter::default().with_rule_for("flatten-matmul-einsum", flatten_rule).rewrite(&(), model)
 }
 
+/// Shortest `m` the output layout may ask for (see [`EinSumMatMul::orientation_for_output`]):
+/// below it, most of a kernel's rows would be padding.
+const MIN_CONTIGUOUS_M: usize = 32;
+
 #[derive(Clone, Hash, PartialEq, Eq)]
 pub struct EinSumMatMul {
     pub op: EinSum,
@@ -477,6 +481,24 @@ impl EinSumMatMul {
     }
     pub fn c_n(&self) -> Option<usize> {
         self.n_axis().outputs[0].first().cloned()
+    }
+
+    /// Whether to swap the operands so that the output's contiguous axis is `m`, or `None` when
+    /// the output layout has no say. Kernels hold a tile's `m` rows in vector registers: where the
+    /// output is contiguous along `m`, a tile column is one vector store (or load, to add into
+    /// it), and where it is not, every element is stored on its own, which costs more than the
+    /// products on a short `k`. Only asked when `m` and `n` are known, and only when the axis
+    /// that would become `m` is long enough to fill the kernels' rows.
+    fn orientation_for_output(&self, c_shape: &ShapeFact) -> Option<bool> {
+        let (m, n) = (self.m.to_usize().ok()?, self.n.to_usize().ok()?);
+        let innermost = |axis: Option<usize>| {
+            axis.is_some_and(|axis| c_shape.iter().skip(axis + 1).all(|d| d.is_one()))
+        };
+        match (innermost(self.c_m()), innermost(self.c_n())) {
+            (true, false) if m >= MIN_CONTIGUOUS_M => Some(false),
+            (false, true) if n >= MIN_CONTIGUOUS_M => Some(true),
+            _ => None,
+        }
     }
 
     fn new(
@@ -555,6 +577,10 @@ impl TypedOp for EinSumMatMul {
         } else if let Some(of) = b.exotic_fact() {
             ensure!(of.is::<BlockQuantFact>());
             true
+        } else if let Some(transpose) =
+            self.orientation_for_output(&model.outlet_fact(node.id.into())?.shape)
+        {
+            transpose
         } else if self.m == self.n {
             false
         } else {
@@ -1034,4 +1060,59 @@ fn optimized_mat_mul(
     let output = patch.wire_node(name, opt, &[pa, pb])?[0];
     patch.shunt_outside(model, node.id.into(), output)?;
     Ok(Some(patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::matmul::optimized::OptMatMul;
+
+    /// A 1x1 convolution on a channel-first input written channel-last (`kx,kc->xc`, as tract
+    /// lays a conv out ahead of a channel-last depthwise one): the optimised product, whether
+    /// its `m` is the output's contiguous axis, and its values against the decluttered model.
+    fn plan(positions: usize, channels: usize) -> TractResult<Option<usize>> {
+        let k = 16;
+        let x = Tensor::from_shape(
+            &[k, positions],
+            &(0..k * positions).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(),
+        )?;
+        let w = Tensor::from_shape(
+            &[k, channels],
+            &(0..k * channels).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>(),
+        )?;
+        let mut model = TypedModel::default();
+        let source = model.add_source("x", f32::fact([k, positions]))?;
+        let weights = model.add_const("w", w)?;
+        let op =
+            EinSum { axes: "kx,kc->xc".parse()?, operating_dt: f32::datum_type(), q_params: None };
+        let out = model.wire_node("einsum", op, &[source, weights])?;
+        model.select_output_outlets(&out)?;
+        let model = model.into_decluttered()?;
+        let expected =
+            model.clone().into_runnable()?.run(tvec!(x.clone().into_tvalue()))?.remove(0);
+        let optimised = model.into_optimized()?;
+        let mm = optimised
+            .nodes()
+            .iter()
+            .find_map(|n| n.op_as::<OptMatMul>())
+            .context("no OptMatMul")?;
+        let c_m_axis = mm.c_m_axis;
+        let found = optimised.into_runnable()?.run(tvec!(x.into_tvalue()))?.remove(0);
+        found.close_enough(&expected, Approximation::Exact)?;
+        Ok(c_m_axis)
+    }
+
+    #[test]
+    fn m_follows_the_contiguous_output_axis() -> TractResult<()> {
+        // 48 channels, contiguous in the output: m, though the 200 positions are more
+        assert_eq!(plan(200, 48)?, Some(1));
+        Ok(())
+    }
+
+    #[test]
+    fn a_short_contiguous_axis_leaves_m_to_the_longer_one() -> TractResult<()> {
+        // 25 channels would leave most of a kernel's rows empty: m stays on the positions
+        assert_eq!(plan(200, 25)?, Some(0));
+        Ok(())
+    }
 }
