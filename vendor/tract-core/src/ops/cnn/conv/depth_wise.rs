@@ -13,6 +13,44 @@ pub struct DepthWise {
     patch: Patch,
     input_shape: DataShape,
     output_shape: DataShape,
+    /// A `max(lo)` then `min(hi)` on every output, fused from the scalar `Max`/`Min` that follow
+    /// (ReLU, ReLU6, clip): applied to each block of outputs while it is still in cache, instead
+    /// of another pass over the whole map. f32 channel-last only.
+    #[new(default)]
+    clamp: Option<Clamp>,
+}
+
+/// Bounds of a fused clamp, as f32 bits (the op is hashed and compared).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+struct Clamp {
+    lo: u32,
+    hi: u32,
+}
+
+impl Clamp {
+    fn bounds(&self) -> (f32, f32) {
+        (f32::from_bits(self.lo), f32::from_bits(self.hi))
+    }
+
+    /// `max(x, lo)` then `min(x, hi)` on every value, the scalar `Max` and `Min` this replaces
+    /// (a NaN becomes `lo`, as with `f32::max`), written as selects so they vectorise to one
+    /// max and one min instruction.
+    #[inline]
+    fn apply(&self, values: &mut [f32]) {
+        let (lo, hi) = self.bounds();
+        for v in values {
+            let x = if *v > lo { *v } else { lo };
+            *v = if x < hi { x } else { hi };
+        }
+    }
+
+    /// This clamp followed by `max(c)` (`is_max`) or `min(c)`, where that is still one clamp:
+    /// always for `min`, and for `max` while `c` does not exceed the upper bound.
+    fn then(self, is_max: bool, c: f32) -> Option<Clamp> {
+        let (lo, hi) = self.bounds();
+        let (lo, hi) = if is_max { (lo.max(c), hi) } else { (lo, hi.min(c)) };
+        (!is_max || c <= self.bounds().1).then_some(Clamp { lo: lo.to_bits(), hi: hi.to_bits() })
+    }
 }
 
 impl Op for DepthWise {
@@ -21,7 +59,11 @@ impl Op for DepthWise {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}", self.patch)])
+        let mut info = vec![format!("{:?}", self.patch)];
+        if let Some(clamp) = self.clamp {
+            info.push(format!("clamp: {:?}", clamp.bounds()));
+        }
+        Ok(info)
     }
 
     fn validation(&self) -> Validation {
@@ -34,7 +76,28 @@ impl Op for DepthWise {
 impl EvalOp for DepthWise {
     op_out_of_plan!();
 
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval(&self, ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let outputs = self.eval_unclamped(ctx, inputs)?;
+        match self.clamp {
+            // the channel-last path clamps block by block, as it writes
+            Some(clamp) if !self.input_shape.fmt.c_is_last() => {
+                let mut output = outputs.into_iter().next().context("no output")?.into_tensor();
+                output.to_plain_array_view_mut::<f32>()?.iter_mut().for_each(|v| {
+                    clamp.apply(std::slice::from_mut(v));
+                });
+                Ok(tvec!(output.into_tvalue()))
+            }
+            _ => Ok(outputs),
+        }
+    }
+}
+
+impl DepthWise {
+    fn eval_unclamped(
+        &self,
+        _ctx: &EvalContext,
+        inputs: TVec<TValue>,
+    ) -> TractResult<TVec<TValue>> {
         let dt = inputs[0].datum_type();
         #[cfg(target_arch = "aarch64")]
         if dt == f16::datum_type() && tract_linalg::arm64::has_fp16() {
@@ -89,6 +152,46 @@ impl TypedOp for DepthWise {
             Cost::FMA(inputs[0].datum_type),
             kernel.shape.volume() * self.input_shape.n().unwrap_or(&1) * n_output_points
         )))
+    }
+
+    /// Takes in a following scalar `Max` or `Min` (one at a time: a ReLU6 is two fuses) on the
+    /// f32 channel-last path.
+    fn fuse(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        use crate::ops::binary::{OptBinByScalar, TypedBinOp};
+        rule_if!(self.input_shape.fmt.c_is_last());
+        rule_if!(node.outputs.len() == 1 && node.outputs[0].successors.len() == 1);
+        rule_if!(model.outlet_fact(node.id.into())?.datum_type == f32::datum_type());
+        rule_if!(!model.output_outlets()?.contains(&node.id.into()));
+        let succ = model.node(node.outputs[0].successors[0].node);
+        let binop = if let Some(op) = succ.op_as::<TypedBinOp>() {
+            op.0.as_linalg_binop()
+        } else if let Some(op) = succ.op_as::<OptBinByScalar>() {
+            op.binop.as_linalg_binop()
+        } else {
+            None
+        };
+        let is_max = match binop {
+            Some(tract_linalg::BinOp::Max) => true,
+            Some(tract_linalg::BinOp::Min) => false,
+            _ => return Ok(None),
+        };
+        rule_if!(succ.inputs.len() == 2);
+        let other = succ.inputs[(succ.inputs[0].node == node.id) as usize];
+        rule_if_some!(konst = model.outlet_fact(other)?.konst.clone());
+        rule_if!(konst.len() == 1 && konst.datum_type() == f32::datum_type());
+        rule_if!(
+            model.outlet_fact(succ.id.into())?.shape == model.outlet_fact(node.id.into())?.shape
+        );
+        let c = konst.cast_to_scalar::<f32>()?;
+        rule_if!(!c.is_nan());
+        let open = Clamp { lo: f32::NEG_INFINITY.to_bits(), hi: f32::INFINITY.to_bits() };
+        rule_if_some!(clamp = self.clamp.unwrap_or(open).then(is_max, c));
+        let mut patch = TypedModelPatch::new(format!("fusing {succ}"));
+        let inputs = patch.taps(model, &node.inputs)?;
+        let op = DepthWise { clamp: Some(clamp), ..self.clone() };
+        let output = patch.wire_node(&succ.name, op, &inputs)?;
+        patch.shunt_outside(model, succ.id.into(), output[0])?;
+        Ok(Some(patch))
     }
 
     as_op!();
@@ -332,6 +435,14 @@ macro_rules! impl_eval {
                                             out[c] = add(out[c], mul(k[c], x[c]));
                                         }
                                     }
+                                }
+                            }
+                            if let Some(clamp) = dw.clamp.filter(|_| T::datum_type() == f32::datum_type()) {
+                                for i in 0..visitor.inner_loop_len as isize {
+                                    clamp.apply(std::slice::from_raw_parts_mut(
+                                        optr.offset(visitor.inner_loop_output_stride * i) as *mut f32,
+                                        width,
+                                    ));
                                 }
                             }
                             visitor.next_non_inner_axis()
@@ -905,6 +1016,82 @@ mod tests {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// A channel-last f32 depthwise conv followed by `max(x, 0)` then `min(x, 6)` (ReLU6 as ONNX
+    /// `Clip` arrives): the optimised model is one `DepthWise` with the clamp, and its output is
+    /// bit for bit the optimised conv alone, clamped after (the decluttered model convolves in
+    /// another order, so it is only close). Then the bounds' algebra of `Clamp::then`.
+    #[test]
+    fn relu6_fuses_into_channel_last_depthwise() {
+        let (c, h, w) = (40, 7, 9);
+        let x: Vec<f32> = (0..c * h * w).map(|i| ((i as f32 * 0.137).sin()) * 9.0).collect();
+        let kernel: Vec<f32> = (0..c * 9).map(|i| ((i as f32 * 0.091).cos()) * 0.8).collect();
+        let mut model = TypedModel::default();
+        let xv = model.add_source("x", f32::fact([1, h, w, c])).unwrap();
+        let kv = model.add_const("k", Tensor::from_shape(&[c, 1, 3, 3], &kernel).unwrap()).unwrap();
+        let bv = model.add_const("b", Tensor::from_shape(&[c], &vec![0.5f32; c]).unwrap()).unwrap();
+        let pool_spec = PoolSpec {
+            data_format: DataFormat::NHWC,
+            kernel_shape: tvec!(3, 3),
+            padding: PaddingSpec::SameUpper,
+            dilations: None,
+            strides: None,
+            input_channels: c,
+            output_channels: c,
+        };
+        let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: c, q_params: None };
+        let y = model.wire_node("dw", conv, &[xv, kv, bv]).unwrap()[0];
+        let conv_output = y;
+        let zero = model.add_const("zero", tensor0(0f32)).unwrap();
+        let six = model.add_const("six", tensor0(6f32)).unwrap();
+        let zero =
+            model.wire_node("zero.r", crate::ops::change_axes::AxisOp::Add(0), &[zero]).unwrap()[0];
+        let six =
+            model.wire_node("six.r", crate::ops::change_axes::AxisOp::Add(0), &[six]).unwrap()[0];
+        let wire_rank4 = |model: &mut TypedModel, name: &str, v: OutletId| {
+            (0..3).fold(v, |v, i| {
+                model
+                    .wire_node(format!("{name}.{i}"), crate::ops::change_axes::AxisOp::Add(0), &[v])
+                    .unwrap()[0]
+            })
+        };
+        let zero = wire_rank4(&mut model, "zero", zero);
+        let six = wire_rank4(&mut model, "six", six);
+        let y = model.wire_node("relu", crate::ops::math::max(), &[y, zero]).unwrap()[0];
+        let y = model.wire_node("six_cap", crate::ops::math::min(), &[y, six]).unwrap();
+        let mut conv_alone = model.clone();
+        conv_alone.select_output_outlets(&[conv_output]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        let model = model.into_decluttered().unwrap();
+        let input = tvec!(Tensor::from_shape(&[1, h, w, c], &x).unwrap().into_tvalue());
+        let reference = model.clone().into_runnable().unwrap().run(input.clone()).unwrap();
+        let conv_alone = conv_alone.into_decluttered().unwrap().into_optimized().unwrap();
+        let mut expected = conv_alone.into_runnable().unwrap().run(input.clone()).unwrap()[0]
+            .clone()
+            .into_tensor();
+        expected
+            .to_plain_array_view_mut::<f32>()
+            .unwrap()
+            .iter_mut()
+            .for_each(|v| *v = v.max(0.0).min(6.0));
+        let optimised = model.into_optimized().unwrap();
+        let ops: Vec<String> = optimised.nodes.iter().map(|n| n.op().name().to_string()).collect();
+        let fused = optimised.nodes.iter().filter_map(|n| n.op_as::<DepthWise>()).next().unwrap();
+        assert_eq!(fused.clamp.map(|c| c.bounds()), Some((0.0, 6.0)), "ops: {ops:?}");
+        assert!(!ops.iter().any(|op| op.contains("Max") || op.contains("Min")), "ops: {ops:?}");
+        let got = optimised.into_runnable().unwrap().run(input).unwrap();
+        got[0].close_enough(&expected, Approximation::Exact).unwrap();
+        got[0].close_enough(&reference[0], Approximation::Approximate).unwrap();
+        let values = got[0].to_plain_array_view::<f32>().unwrap();
+        assert!(values.iter().any(|v| *v == 6.0) && values.iter().any(|v| *v == 0.0));
+
+        let open = Clamp { lo: f32::NEG_INFINITY.to_bits(), hi: f32::INFINITY.to_bits() };
+        let relu6 = open.then(true, 0.0).unwrap().then(false, 6.0).unwrap();
+        assert_eq!(relu6.bounds(), (0.0, 6.0));
+        // min then max with the max above the min's bound: a constant, not a clamp
+        assert_eq!(open.then(false, 6.0).unwrap().then(true, 7.0), None);
+        assert_eq!(relu6.then(false, -1.0).unwrap().bounds(), (0.0, -1.0));
+    }
+
     fn run_dw_batch(
         n: usize,
         dt: DatumType,
