@@ -23,7 +23,7 @@ fn describe(model: &TypedModel, node: &TypedNode) -> String {
         .map(|f| format!("{:?}", f.shape))
         .unwrap_or_default();
     let info = node.op().info().unwrap_or_default().join(" ");
-    let info: String = info.chars().take(400).collect();
+
     format!("in {input} {info}")
 }
 
