@@ -37,6 +37,8 @@ extern crate std;
 pub mod bundle;
 #[cfg(feature = "std")]
 pub mod exam;
+#[cfg(feature = "runtime")]
+mod frame_pool;
 #[cfg(feature = "bundle")]
 pub mod gate;
 pub mod geometry;

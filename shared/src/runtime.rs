@@ -19,6 +19,8 @@ use std::vec;
 use std::vec::Vec;
 use tract_nnef::prelude::*;
 
+pub use crate::frame_pool::FramePool;
+
 /// Why the pipeline could not be built or run.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -72,7 +74,8 @@ impl GraphFormat {
     }
 }
 
-/// How many threads tract's matrix kernels may use (1 = tract's default single thread).
+/// How many threads tract's matrix kernels may use (1 = tract's default single thread; more run
+/// each frame on a [`FramePool`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Threads(pub usize);
 
@@ -128,6 +131,8 @@ pub struct Pipeline {
     backbone: Plan,
     head: Plan,
     n: usize,
+    /// The threads frames run on, when more than one.
+    pool: Option<FramePool>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -160,15 +165,12 @@ fn load_plan(
     bundle: &Bundle,
     file: &str,
     input: &[usize],
-    threads: Threads,
+    pool: Option<&FramePool>,
     format: GraphFormat,
 ) -> Result<Plan, RuntimeError> {
     let fail = |e: TractError| RuntimeError::Load { file: file.to_string(), reason: std::format!("{e:#}") };
     let model = read_graph(&bundle.file(file), input, format).map_err(fail)?.into_optimized().map_err(fail)?;
-    let mut options = RunOptions::default();
-    if threads.0 > 1 {
-        options.executor = Some(tract_linalg::multithread::Executor::multithread(threads.0));
-    }
+    let options = RunOptions { executor: pool.map(FramePool::executor), ..RunOptions::default() };
     model.into_runnable_with_options(&options).map_err(fail)
 }
 
@@ -194,8 +196,15 @@ impl Pipeline {
             (GraphFormat::Onnx, _) => (card.backbone.clone(), card.head.clone()),
         };
         let n = card.preprocess.input_size;
-        let backbone = load_plan(&bundle, &backbone_file, &[1, 3, n, n], threads, format)?;
-        let head = load_plan(&bundle, &head_file, &[1, card.head_width()], threads, format)?;
+        let pool = match threads.0 {
+            0 | 1 => None,
+            threads => Some(FramePool::new(threads).map_err(|e| RuntimeError::Load {
+                file: backbone_file.clone(),
+                reason: std::format!("cannot start {threads} threads: {e}"),
+            })?),
+        };
+        let backbone = load_plan(&bundle, &backbone_file, &[1, 3, n, n], pool.as_ref(), format)?;
+        let head = load_plan(&bundle, &head_file, &[1, card.head_width()], pool.as_ref(), format)?;
         let shape_err = |file: &str, reason: String| RuntimeError::Shape { file: file.to_string(), reason };
         let side = card.heatmap_side();
         for (index, want) in [(0, vec![1, card.feature_dim]), (1, vec![1, 1, side, side])] {
@@ -215,7 +224,7 @@ impl Pipeline {
             file: crate::bundle::CARD_FILE.to_string(),
             reason: "the card has no frame gate".to_string(),
         })?;
-        Ok(Pipeline { bundle, gate, backbone, head, n })
+        Ok(Pipeline { bundle, gate, backbone, head, n, pool })
     }
 
     /// The bundle.
@@ -246,6 +255,14 @@ impl Pipeline {
 
     /// The inference path on a normalised `n × n` plane.
     pub fn infer_plane(&self, plane: &[f32]) -> Result<Inference, RuntimeError> {
+        match &self.pool {
+            Some(pool) => pool.run(|| self.infer_plane_here(plane)),
+            None => self.infer_plane_here(plane),
+        }
+    }
+
+    /// [`infer_plane`](Self::infer_plane) on the calling thread.
+    fn infer_plane_here(&self, plane: &[f32]) -> Result<Inference, RuntimeError> {
         let n = self.n;
         if plane.len() != n * n {
             return Err(RuntimeError::Run(std::format!("plane of {} values for a {n}×{n} input", plane.len())));
