@@ -83,6 +83,24 @@ pub fn multithread_tract_scope<R, F: FnOnce() -> R>(pool: Executor, f: F) -> R {
     result
 }
 
+/// How many threads the current executor (see [`current_tract_executor`]) runs
+/// work on: 1 when it is single-threaded. For callers that size their own split
+/// to the thread count rather than take [`par_chunks_mut`]'s four chunks a thread.
+pub fn current_tract_thread_count() -> usize {
+    #[cfg(feature = "multithread-mm")]
+    {
+        match current_tract_executor() {
+            Executor::MultiThread(pool) => pool.current_num_threads(),
+            Executor::RayonGlobal => rayon::current_num_threads(),
+            Executor::SingleThread => 1,
+        }
+    }
+    #[cfg(not(feature = "multithread-mm"))]
+    {
+        1
+    }
+}
+
 /// Threshold (in panels) below which the rayon MMM dispatcher skips
 /// parallelism and runs inline single-threaded. Below this size,
 /// per-call dispatch overhead (~5 µs native, ~50 µs wasm-bindgen-rayon

@@ -226,16 +226,24 @@ macro_rules! impl_eval {
                     // walk on its own channel range. A block spans at least one cache line.
                     let channels = *dw.input_shape.c();
                     let block = (64 / T::datum_type().size_of()).max(16);
+                    // One chunk per thread, not `par_chunks_mut`'s four: a chunk walks every
+                    // output position for its channels, and that walk's cost per position hardly
+                    // depends on how many channels it carries, so 16-channel chunks made the
+                    // layer slower on two threads than on one.
+                    let blocks = channels.div_ceil(block);
+                    let chunks =
+                        tract_linalg::multithread::current_tract_thread_count().clamp(1, blocks);
+                    let chunk_channels = blocks.div_ceil(chunks) * block;
                     let (i_base, k_base, b_base, o_base) =
                         (iptr as usize, kptr as usize, bias as usize, optr as usize);
                     let total = output.len();
                     tract_linalg::multithread::par_chunks_mut(
-                        &mut vec![(); channels.div_ceil(block)],
+                        &mut vec![(); channels.div_ceil(chunk_channels)],
                         1,
                         total,
-                        |first, blocks| {
-                            let c0 = first * block;
-                            let c1 = channels.min((first + blocks.len()) * block);
+                        |first, slots| {
+                            let c0 = first * chunk_channels;
+                            let c1 = channels.min((first + slots.len()) * chunk_channels);
                             unsafe {
                                 [<eval_c_inner_ $suffix>](
                                     dw,
@@ -1260,15 +1268,21 @@ mod tests {
 
     #[test]
     fn depthwise_nhwc_multithreaded_matches_reference() {
-        let pool = tract_linalg::multithread::Executor::multithread(4);
-        tract_linalg::multithread::multithread_tract_scope(pool, || {
-            for dt in [f32::datum_type(), f16::datum_type()] {
-                run_dw_dt(dt, DataFormat::NHWC, 64, 30, 30, 3, 3, PaddingSpec::SameUpper, (1, 1));
-                run_dw_dt(dt, DataFormat::NHWC, 33, 40, 40, 3, 3, PaddingSpec::Valid, (1, 1));
-                run_dw_dt(dt, DataFormat::NHWC, 200, 20, 20, 5, 5, PaddingSpec::SameUpper, (2, 2));
-                run_dw_dt(dt, DataFormat::NHWC, 80, 25, 27, 3, 3, PaddingSpec::SameUpper, (2, 1));
-            }
-        });
+        // Thread counts that split the channel blocks evenly, unevenly, and into fewer
+        // chunks than threads (33 channels are three 16-channel blocks, the last of one).
+        for threads in [2, 3, 4] {
+            let pool = tract_linalg::multithread::Executor::multithread(threads);
+            tract_linalg::multithread::multithread_tract_scope(pool, || {
+                for dt in [f32::datum_type(), f16::datum_type()] {
+                    use PaddingSpec::*;
+                    run_dw_dt(dt, DataFormat::NHWC, 64, 30, 30, 3, 3, SameUpper, (1, 1));
+                    run_dw_dt(dt, DataFormat::NHWC, 33, 40, 40, 3, 3, Valid, (1, 1));
+                    run_dw_dt(dt, DataFormat::NHWC, 200, 20, 20, 5, 5, SameUpper, (2, 2));
+                    run_dw_dt(dt, DataFormat::NHWC, 80, 25, 27, 3, 3, SameUpper, (2, 1));
+                    run_dw_dt(dt, DataFormat::NHWC, 96, 20, 20, 3, 3, SameUpper, (1, 1));
+                }
+            });
+        }
     }
 
     #[test]
