@@ -30,6 +30,8 @@ impl FramePool {
             .num_threads(threads)
             .thread_name(|index| std::format!("cdnet-tract-{index}"))
             .build()?;
+        // Process-wide: this is the only executor the runtime installs.
+        tract_linalg::multithread::set_threading_panel_threshold(HOT_PANEL_THRESHOLD);
         Ok(FramePool { pool: Arc::new(pool) })
     }
 
@@ -60,6 +62,11 @@ impl FramePool {
         lock(&answer).take().expect("the frame thread ran the frame")
     }
 }
+
+/// Fewest tiles a matrix product must have to be shared out. tract's default (64) prices waking a
+/// sleeping thread; with the others already awake, 16 gave the field model its best frame on two
+/// threads (8: no better; 32 and 64: 2–5 % slower; docs/performance.md, stop 26).
+const HOT_PANEL_THRESHOLD: usize = 16;
 
 /// The pool thread frames run on.
 const FRAME_THREAD: usize = 0;
