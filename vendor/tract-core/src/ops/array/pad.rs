@@ -46,7 +46,10 @@ impl Pad {
             })
             .collect();
         let slice_info = SliceInfo::<_, IxDyn, IxDyn>::try_from(slice_spec).unwrap();
-        output.slice_mut(slice_info.as_ref()).assign(&input);
+        match (input.as_slice(), output.as_slice_mut()) {
+            (Some(from), Some(to)) => copy_interior(from, input.shape(), &self.pads, to),
+            _ => output.slice_mut(slice_info.as_ref()).assign(&input),
+        }
         if self.mode == PadMode::Reflect || self.mode == PadMode::Edge {
             for (ax, &(bef, aft)) in self.pads.iter().enumerate() {
                 let axis = Axis(ax);
@@ -84,6 +87,40 @@ impl Pad {
         let mut output = output.into_tensor();
         unsafe { output.set_datum_type(input_tensor.datum_type()) }
         Ok(output.into_tvalue())
+    }
+}
+
+/// Copies `input` (C order, `shape`) into the interior of `output` (C order, `shape` plus
+/// `pads`) one contiguous run at a time. The axes after the last padded one, with that one, are
+/// a single run in both tensors: a whole row of an NHWC image padded in H and W, where ndarray's
+/// `assign` on a dynamic-rank view copies element by element (3-float rows took 2.5× the time
+/// of the 160-float rows of the same image in NCHW).
+fn copy_interior<T: Copy>(input: &[T], shape: &[usize], pads: &[(usize, usize)], output: &mut [T]) {
+    let Some(last_padded) = pads.iter().rposition(|&(before, after)| before + after > 0) else {
+        output.copy_from_slice(input);
+        return;
+    };
+    let run: usize = shape[last_padded..].iter().product();
+    if run == 0 {
+        return;
+    }
+    let mut out_strides = vec![1usize; shape.len()];
+    for axis in (0..shape.len() - 1).rev() {
+        let (before, after) = pads[axis + 1];
+        out_strides[axis] = out_strides[axis + 1] * (shape[axis + 1] + before + after);
+    }
+    let origin: usize = pads.iter().zip(&out_strides).map(|(&(before, _), s)| before * s).sum();
+    let mut index = vec![0usize; last_padded];
+    for chunk in input.chunks_exact(run) {
+        let offset = origin + index.iter().zip(&out_strides).map(|(i, s)| i * s).sum::<usize>();
+        output[offset..offset + run].copy_from_slice(chunk);
+        for axis in (0..last_padded).rev() {
+            index[axis] += 1;
+            if index[axis] < shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
     }
 }
 
@@ -200,6 +237,49 @@ impl TypedOp for Pad {
             TypedModelPatch::shunt_one_op(model, node)
         } else {
             Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod copy_interior_tests {
+    use super::*;
+    use tract_ndarray::*;
+
+    /// The interior copy against ndarray's slice assignment, over layouts with padding on the
+    /// innermost axis, on outer axes only, on none, and an empty input.
+    #[test]
+    fn copy_interior_matches_slice_assignment() {
+        let cases: &[(&[usize], &[(usize, usize)])] = &[
+            (&[1, 5, 6, 3], &[(0, 0), (0, 1), (0, 1), (0, 0)]),
+            (&[1, 3, 5, 6], &[(0, 0), (0, 0), (0, 1), (0, 1)]),
+            (&[2, 3, 4], &[(1, 2), (0, 0), (3, 0)]),
+            (&[2, 3, 4], &[(0, 0), (2, 1), (0, 0)]),
+            (&[4, 3], &[(0, 0), (0, 0)]),
+            (&[7], &[(2, 5)]),
+            (&[2, 0, 3], &[(1, 1), (0, 0), (1, 0)]),
+        ];
+        for &(shape, pads) in cases {
+            let input = ArrayD::from_shape_fn(IxDyn(shape), |ix| {
+                ix.slice().iter().fold(1.0f32, |acc, &i| acc * 7.0 + i as f32)
+            });
+            let out_shape: Vec<usize> =
+                shape.iter().zip(pads).map(|(d, (before, after))| d + before + after).collect();
+            let mut expected = ArrayD::from_elem(IxDyn(&out_shape), -1.0f32);
+            let slices: Vec<SliceInfoElem> = pads
+                .iter()
+                .zip(shape)
+                .map(|(&(before, _), &d)| SliceInfoElem::Slice {
+                    start: before as isize,
+                    end: Some((before + d) as isize),
+                    step: 1,
+                })
+                .collect();
+            let info = SliceInfo::<_, IxDyn, IxDyn>::try_from(slices).unwrap();
+            expected.slice_mut(info.as_ref()).assign(&input);
+            let mut got = ArrayD::from_elem(IxDyn(&out_shape), -1.0f32);
+            copy_interior(input.as_slice().unwrap(), shape, pads, got.as_slice_mut().unwrap());
+            assert_eq!(got, expected, "shape {shape:?}, pads {pads:?}");
         }
     }
 }
