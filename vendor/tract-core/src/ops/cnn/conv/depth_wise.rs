@@ -1,8 +1,9 @@
 use crate::internal::*;
 use crate::ops::cnn::Patch;
-use crate::ops::cnn::patches::ZoneScanner;
+use crate::ops::cnn::patches::{Zone, ZoneScanner};
 use crate::ops::nn::DataShape;
 use num_traits::Zero;
+use std::ops::Range;
 
 /// Largest zone `process_zone_any` hands to the vectorised kernel; 9x9 is 81 taps and 11x11
 /// is 121. The taps live in stack arrays of this size, two per call.
@@ -197,6 +198,69 @@ impl TypedOp for DepthWise {
     as_op!();
 }
 
+/// How a channel-last depthwise is shared over the executor's threads: one chunk per thread,
+/// each a band of output rows (the first spatial axis) over all channels, or, on maps too short
+/// to band evenly, a range of channels over all rows.
+///
+/// Rows first, because the 1x1 convolution before a depthwise splits its product over output
+/// positions: banding the rows the same way leaves each thread reading mostly what it wrote,
+/// where a channel split has each thread read half its input from the other core's cache (the
+/// stride-2 80x80x96 layer after the widest expansion ran 1.7x slower on two threads than on
+/// one). And one chunk a thread, not `par_chunks_mut`'s four: a chunk's walk over the zones costs
+/// about the same whatever its width, so 16-channel chunks made every layer slower.
+struct ChannelLastSplit {
+    chunks: usize,
+    by_rows: bool,
+    rows: usize,
+    channels: usize,
+    /// Channels a chunk of a channel split takes: whole cache lines of them.
+    chunk_channels: usize,
+}
+
+impl ChannelLastSplit {
+    /// Shortest band of rows worth a chunk of its own.
+    const MIN_BAND_ROWS: usize = 4;
+
+    fn new(dw: &DepthWise, channels: usize, datum_size: usize) -> ChannelLastSplit {
+        let rows = dw.output_shape.hw_dims().first().copied().unwrap_or(1);
+        let threads = tract_linalg::multithread::current_tract_thread_count().max(1);
+        let block = (64 / datum_size).max(16);
+        let blocks = channels.div_ceil(block).max(1);
+        let by_rows = rows >= threads * Self::MIN_BAND_ROWS;
+        let chunks = if by_rows { threads } else { threads.min(blocks) };
+        let chunk_channels = blocks.div_ceil(chunks) * block;
+        ChannelLastSplit { chunks, by_rows, rows, channels, chunk_channels }
+    }
+
+    /// The channels and output rows of chunks `chunks`.
+    fn chunk(&self, chunks: Range<usize>) -> (Range<usize>, Range<usize>) {
+        if self.by_rows {
+            let edge = |c: usize| c * self.rows / self.chunks;
+            (0..self.channels, edge(chunks.start)..edge(chunks.end))
+        } else {
+            let edge = |c: usize| self.channels.min(c * self.chunk_channels);
+            (edge(chunks.start)..edge(chunks.end), 0..self.rows)
+        }
+    }
+}
+
+/// The part of `zone` whose outputs lie in `rows` of the first spatial axis: the zone itself when
+/// it lies inside them, `None` when it lies outside.
+fn zone_in_rows<'z>(zone: &'z Zone, rows: &Range<usize>) -> Option<std::borrow::Cow<'z, Zone>> {
+    let own = zone.output_ranges.first()?;
+    let (start, end) = (own.start.max(rows.start), own.end.min(rows.end));
+    if start >= end {
+        return None;
+    }
+    if start == own.start && end == own.end {
+        return Some(std::borrow::Cow::Borrowed(zone));
+    }
+    let mut band = zone.clone();
+    band.output_ranges[0] = start..end;
+    band.output_shape[0] = end - start;
+    Some(std::borrow::Cow::Owned(band))
+}
+
 macro_rules! impl_eval {
     ($(#[$meta: meta])* $suffix: ident ) => {
         pastey::paste! {
@@ -225,25 +289,15 @@ macro_rules! impl_eval {
                     // are disjoint across the whole image: each chunk of blocks runs the full zone
                     // walk on its own channel range. A block spans at least one cache line.
                     let channels = *dw.input_shape.c();
-                    let block = (64 / T::datum_type().size_of()).max(16);
-                    // One chunk per thread, not `par_chunks_mut`'s four: a chunk walks every
-                    // output position for its channels, and that walk's cost per position hardly
-                    // depends on how many channels it carries, so 16-channel chunks made the
-                    // layer slower on two threads than on one.
-                    let blocks = channels.div_ceil(block);
-                    let chunks =
-                        tract_linalg::multithread::current_tract_thread_count().clamp(1, blocks);
-                    let chunk_channels = blocks.div_ceil(chunks) * block;
                     let (i_base, k_base, b_base, o_base) =
                         (iptr as usize, kptr as usize, bias as usize, optr as usize);
-                    let total = output.len();
+                    let split = ChannelLastSplit::new(dw, channels, T::datum_type().size_of());
                     tract_linalg::multithread::par_chunks_mut(
-                        &mut vec![(); channels.div_ceil(chunk_channels)],
+                        &mut vec![(); split.chunks],
                         1,
-                        total,
+                        output.len(),
                         |first, slots| {
-                            let c0 = first * chunk_channels;
-                            let c1 = channels.min((first + slots.len()) * chunk_channels);
+                            let (channel_range, rows) = split.chunk(first..first + slots.len());
                             unsafe {
                                 [<eval_c_inner_ $suffix>](
                                     dw,
@@ -257,8 +311,8 @@ macro_rules! impl_eval {
                                     o_base as *mut T,
                                     add,
                                     mul,
-                                    c0,
-                                    c1,
+                                    channel_range,
+                                    rows,
                                 )
                             };
                             Ok(())
@@ -386,9 +440,10 @@ macro_rules! impl_eval {
                 optr: *mut T,
                 add: impl Fn(T, T) -> T + Copy + 'static,
                 mul: impl Fn(T, T) -> T + Copy + 'static,
-                c0: usize,
-                c1: usize,
+                channel_range: std::ops::Range<usize>,
+                rows: std::ops::Range<usize>,
                 ) { unsafe {
+                let (c0, c1) = (channel_range.start, channel_range.end);
                 let ker = if T::datum_type() == f32::datum_type() {
                     tract_linalg::routines::depthwise_c_f32()
                 } else {
@@ -401,6 +456,8 @@ macro_rules! impl_eval {
                     let iptr = iptr.offset(n_stride_i * ni);
                     let optr = optr.offset(n_stride_o * ni);
                     for zone in &dw.patch.zones {
+                        let Some(zone) = zone_in_rows(zone, &rows) else { continue };
+                        let zone = &*zone;
                         let tap_indices: TVec<usize> =
                             zone.values_offsets.iter().map(|pair| pair.0).collect();
                         let offsets: TVec<isize> =
@@ -1268,8 +1325,9 @@ mod tests {
 
     #[test]
     fn depthwise_nhwc_multithreaded_matches_reference() {
-        // Thread counts that split the channel blocks evenly, unevenly, and into fewer
-        // chunks than threads (33 channels are three 16-channel blocks, the last of one).
+        // Thread counts that band the output rows evenly and unevenly, through border zones
+        // and strided maps, and (10-row and 5-row maps) split the channels instead, into
+        // chunks of whole 16-channel blocks.
         for threads in [2, 3, 4] {
             let pool = tract_linalg::multithread::Executor::multithread(threads);
             tract_linalg::multithread::multithread_tract_scope(pool, || {
@@ -1280,6 +1338,8 @@ mod tests {
                     run_dw_dt(dt, DataFormat::NHWC, 200, 20, 20, 5, 5, SameUpper, (2, 2));
                     run_dw_dt(dt, DataFormat::NHWC, 80, 25, 27, 3, 3, SameUpper, (2, 1));
                     run_dw_dt(dt, DataFormat::NHWC, 96, 20, 20, 3, 3, SameUpper, (1, 1));
+                    // A map too short to band: split by channels.
+                    run_dw_dt(dt, DataFormat::NHWC, 160, 5, 50, 3, 3, SameUpper, (1, 1));
                 }
             });
         }
