@@ -9,9 +9,8 @@
 //! [`FramePool::run`] instead moves the whole frame onto one pool thread, so tract's `install`s
 //! run inline there, and keeps every other pool thread busy-waiting on rayon's queues until the
 //! frame ends: each product's second half is picked up as soon as it is queued, and the caller
-//! sleeps once a frame, not once an operation. The spinning lasts
-//! one frame; between frames the threads sleep as rayon's always do. onnxruntime's pool spins the
-//! same way by default.
+//! sleeps once a frame, not once an operation. The spinning lasts one frame; between frames the
+//! threads sleep as rayon's always do. onnxruntime's pool spins the same way by default.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
