@@ -43,11 +43,9 @@ fn main() -> TractResult<()> {
     let mut model = tract_nnef::nnef().model_for_path(bundle.file(&nnef.backbone.file))?;
     feed_channel_last(&mut model)?;
     let model = model.into_optimized()?;
-    let pool = FramePool::new(threads.max(1))?;
-    let mut options = RunOptions::default();
-    if threads > 1 {
-        options.executor = Some(pool.executor());
-    }
+    // As the pipeline loads it: a pool only for more than one thread.
+    let pool = if threads > 1 { Some(FramePool::new(threads)?) } else { None };
+    let options = RunOptions { executor: pool.as_ref().map(FramePool::executor), ..RunOptions::default() };
     let plan = model.into_runnable_with_options(&options)?;
     let mut state = SimpleState::new(&plan)?;
     let shape: Vec<usize> = plan.model().input_fact(0)?.shape.as_concrete().unwrap_or(&[]).to_vec();
@@ -66,15 +64,19 @@ fn main() -> TractResult<()> {
         .collect();
     let wall = Instant::now();
     for _ in 0..frames {
-        // As the pipeline runs a frame: on the pool, the other threads kept awake.
-        pool.run(|| {
+        let mut frame = || {
             state.run_plan_with_eval(tvec!(input.clone()), |ctx, op_state, node, inputs| {
                 let start = Instant::now();
                 let out = tract_nnef::tract_core::plan::eval(ctx, op_state, node, inputs);
                 times[node.id].total += start.elapsed().as_secs_f64();
                 out
             })
-        })?;
+        };
+        // As the pipeline runs a frame: on the pool, the other threads kept awake.
+        match &pool {
+            Some(pool) => pool.run(frame)?,
+            None => frame()?,
+        };
     }
     let per_frame = |s: f64| s * 1000.0 / frames as f64;
     let wall = per_frame(wall.elapsed().as_secs_f64());

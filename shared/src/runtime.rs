@@ -194,6 +194,7 @@ fn load_plan(
 ) -> Result<Plan, RuntimeError> {
     let fail = |e: TractError| RuntimeError::Load { file: file.to_string(), reason: std::format!("{e:#}") };
     let mut model = read_graph(&bundle.file(file), input, format).map_err(fail)?;
+    // The image input (the backbone's); the head's is a feature vector.
     if input.len() == 4 {
         feed_channel_last(&mut model).map_err(fail)?;
     }
