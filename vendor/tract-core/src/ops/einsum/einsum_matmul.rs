@@ -31,8 +31,11 @@ fn merge_same_role_axes_rule(
     node_name: &str,
     op: &EinSum,
 ) -> TractResult<Option<TypedModelPatch>> {
-    // Only handle 2-input EinSums (matmul-like)
-    rule_if!(node.inputs.len() == 2);
+    // Matmul-like EinSums: two operands, or two operands plus the seven quantization inputs
+    // (bias, then the zero points and scales of a, b and c). Those extra inputs are scalars or
+    // per-row / per-column vectors; a group that one of them mentions is not merged (below).
+    let quantized = op.q_params.is_some() && node.inputs.len() == 9;
+    rule_if!(node.inputs.len() == 2 || quantized);
 
     // Compute role signature for each axis: (in_input_0, in_input_1, in_output)
     type Role = (bool, bool, bool);
@@ -134,7 +137,12 @@ fn merge_same_role_axes_rule(
         // Decline merges that combine fewer than two non-unit axes: they don't
         // shrink the matmul loop count, they only add reshapes / a MoveAxis.
         let worth_merging = group.iter().filter(|c| is_non_unit(c)).count() >= 2;
-        if !dims_match || !worth_merging {
+        // A quantization input that carries a group axis would need the same reshape; those
+        // (per-element scales, say) are left alone.
+        let untouched_q_inputs = (2..op.axes.input_count()).all(|slot| {
+            group.iter().all(|c| op.axes.axis(*c).is_ok_and(|a| a.inputs[slot].is_empty()))
+        });
+        if !dims_match || !worth_merging || !untouched_q_inputs {
             best_group = None;
         }
     }
@@ -191,10 +199,11 @@ fn merge_same_role_axes_rule(
         }
 
         // Rebuild EinSum formula with adjusted output and dropped axes
-        let in0: String = a_order.iter().collect();
-        let in1: String = b_order.iter().collect();
+        let inputs: Vec<String> = (0..op.axes.input_count())
+            .map(|slot| op.axes.axes(InOut::In(slot)).map(|a| a.repr).collect())
+            .collect();
         let out: String = adjusted_c_order.iter().collect();
-        let expr = format!("{in0},{in1}->{out}");
+        let expr = format!("{}->{out}", inputs.join(","));
         let mut new_axes: AxesMapping = expr.parse()?;
         for &drop in &drop_set {
             new_axes = new_axes.remove_axis(drop)?;
@@ -255,6 +264,8 @@ fn merge_same_role_axes_rule(
 
     // Second pass: look for same-role pairs separated by exactly one k-like axis
     // in a single input. Insert a MoveAxis to push the separator to the end.
+    // (Two-operand EinSums only: it has not been needed for the quantized ones.)
+    rule_if!(!quantized);
     let k_role: Role = (true, true, false); // present in both inputs, absent from output
     let role_of = |c: char| axes.iter().find(|(ch, _)| *ch == c).map(|(_, r)| *r);
 
@@ -1113,6 +1124,69 @@ mod tests {
     fn a_short_contiguous_axis_leaves_m_to_the_longer_one() -> TractResult<()> {
         // 25 channels would leave most of a kernel's rows empty: m stays on the positions
         assert_eq!(plan(200, 25)?, Some(0));
+        Ok(())
+    }
+
+    /// A quantized 1x1 convolution on a channel-last map (`hwi,oi->hwo`, with its bias and the
+    /// six zero-point and scale scalars): the optimised product's output shape, and its values
+    /// against the decluttered model.
+    fn quantized_plan(h: usize, w: usize) -> TractResult<TVec<usize>> {
+        let (ci, co) = (24, 40);
+        let qi8 = |scale: f32| DatumType::QI8(QParams::ZpScale { zero_point: 0, scale });
+        let x = Tensor::from_shape(
+            &[h, w, ci],
+            &(0..h * w * ci).map(|i| ((i * 7) % 23) as i8 - 11).collect::<Vec<_>>(),
+        )?
+        .cast_to_dt(qi8(0.05))?
+        .into_owned();
+        let weights: Vec<i8> = (0..co * ci).map(|i| ((i * 5) % 13) as i8 - 6).collect();
+        let bias: Vec<i32> = (0..co).map(|i| i as i32 * 3 - 50).collect();
+        let mut model = TypedModel::default();
+        let source = model.add_source("x", qi8(0.05).fact([h, w, ci]))?;
+        let mut inputs = tvec![source];
+        inputs.push(model.add_const("w", Tensor::from_shape(&[co, ci], &weights)?)?);
+        inputs.push(model.add_const("bias", Tensor::from_shape(&[co], &bias)?)?);
+        for (name, scalar) in [
+            ("a0", tensor0(0i8)),
+            ("a_scale", tensor0(0.05f32)),
+            ("b0", tensor0(0i8)),
+            ("b_scale", tensor0(0.02f32)),
+            ("c0", tensor0(0i8)),
+            ("c_scale", tensor0(0.1f32)),
+        ] {
+            inputs.push(model.add_const(name, scalar)?);
+        }
+        let op = EinSum::newq("hwi,oi,o,,,,,,->hwo".parse()?, i32::datum_type(), qi8(0.1));
+        let out = model.wire_node("einsum", op, &inputs)?;
+        model.select_output_outlets(&out)?;
+        let model = model.into_decluttered()?;
+        let expected =
+            model.clone().into_runnable()?.run(tvec!(x.clone().into_tvalue()))?.remove(0);
+        let optimised = model.into_optimized()?;
+        let mm = optimised
+            .nodes()
+            .iter()
+            .find_map(|n| n.op_as::<OptMatMul>())
+            .context("no OptMatMul")?;
+        let c_shape = mm.c_fact.shape.as_concrete().context("symbolic shape")?.into();
+        let found = optimised.into_runnable()?.run(tvec!(x.into_tvalue()))?.remove(0);
+        found.close_enough(&expected, Approximation::Exact)?;
+        Ok(c_shape)
+    }
+
+    #[test]
+    fn quantized_product_merges_the_map_axes() -> TractResult<()> {
+        // one product over the 60 positions, not 6 products over rows of 10
+        let c_shape = quantized_plan(6, 10)?;
+        assert_eq!(c_shape.iter().product::<usize>(), 6 * 10 * 40);
+        assert_eq!(c_shape.len(), 2, "map axes not merged: {c_shape:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn quantized_product_with_a_unit_map_axis_is_left_as_it_is() -> TractResult<()> {
+        // nothing to merge: one row of 10 positions
+        assert_eq!(quantized_plan(1, 10)?.iter().product::<usize>(), 10 * 40);
         Ok(())
     }
 }
