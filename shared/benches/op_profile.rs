@@ -4,7 +4,7 @@
 //! `cargo bench -p cdnet-shared --features runtime --bench op_profile -- BUNDLE [threads] [frames] [top]`
 
 use cdnet_shared::bundle::Bundle;
-use cdnet_shared::runtime::{FramePool, feed_channel_last};
+use cdnet_shared::runtime::{FramePool, GraphFormat, optimized_graph};
 use std::collections::HashMap;
 use std::time::Instant;
 use tract_nnef::internal::*;
@@ -39,10 +39,8 @@ fn main() -> TractResult<()> {
     let top: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(25);
     let bundle = Bundle::open(std::path::Path::new(dir)).map_err(|e| format_err!("{e}"))?;
     let nnef = bundle.card.nnef.clone().ok_or_else(|| format_err!("{dir}: the bundle has no NNEF graphs"))?;
-    // As the pipeline loads it.
-    let mut model = tract_nnef::nnef().model_for_path(bundle.file(&nnef.backbone.file))?;
-    feed_channel_last(&mut model)?;
-    let model = model.into_optimized()?;
+    let n = bundle.card.preprocess.input_size;
+    let model = optimized_graph(&bundle.file(&nnef.backbone.file), &[1, 3, n, n], GraphFormat::Nnef)?;
     // As the pipeline loads it: a pool only for more than one thread.
     let pool = if threads > 1 { Some(FramePool::new(threads)?) } else { None };
     let options = RunOptions { executor: pool.as_ref().map(FramePool::executor), ..RunOptions::default() };

@@ -655,11 +655,7 @@ struct KernelMxcsrScope {
 impl KernelMxcsrScope {
     #[cfg(target_arch = "x86_64")]
     fn enter() -> KernelMxcsrScope {
-        let mut caller = 0u32;
-        // SAFETY: stmxcsr stores four bytes to a valid, aligned u32.
-        unsafe {
-            std::arch::asm!("stmxcsr [{}]", in(reg) &mut caller, options(nostack, preserves_flags))
-        };
+        let caller = read_mxcsr();
         if caller != KERNEL_MXCSR {
             write_mxcsr(KERNEL_MXCSR);
         }
@@ -670,6 +666,16 @@ impl KernelMxcsrScope {
     fn enter() -> KernelMxcsrScope {
         KernelMxcsrScope {}
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn read_mxcsr() -> u32 {
+    let mut value = 0u32;
+    // SAFETY: stmxcsr stores four bytes to a valid, aligned u32.
+    unsafe {
+        std::arch::asm!("stmxcsr [{}]", in(reg) &mut value, options(nostack, preserves_flags))
+    };
+    value
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1318,14 +1324,6 @@ mod blocked_walk_tests {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod mxcsr_scope_tests {
     use super::*;
-
-    fn read_mxcsr() -> u32 {
-        let mut value = 0u32;
-        unsafe {
-            std::arch::asm!("stmxcsr [{}]", in(reg) &mut value, options(nostack, preserves_flags))
-        };
-        value
-    }
 
     /// Inside the scope MXCSR is the kernels'; after it, the caller's own, whatever it was (the
     /// default, flush-to-zero on, or already the kernels' value).
