@@ -723,18 +723,27 @@ impl TypedOp for OptMatMul {
                 let flipped = succ.inputs[0].node == node.id;
                 let other_outlet = next_node.inputs[flipped as usize];
                 if let Some(uni) = &model.outlet_fact(other_outlet)?.uniform {
-                    let mut patch = TypedModelPatch::default();
-                    let cst = patch.add_const(&model.node(other_outlet.node).name, uni.clone())?;
-                    let output = patch.tap_model(model, node.id.into())?;
-                    let wire = wire_with_rank_broadcast(
-                        &next_node.name,
-                        &mut patch,
+                    return Self::binop_before_reshape(
+                        model,
+                        node,
+                        succ,
+                        next_node,
                         op.clone(),
-                        &if flipped { [output, cst] } else { [cst, output] },
-                    )?;
-                    let wire = patch.wire_node(&succ.name, succ.op.clone(), &wire)?[0];
-                    patch.shunt_outside(model, next_node.id.into(), wire)?;
-                    return Ok(Some(patch));
+                        uni,
+                        flipped,
+                    )
+                    .map(Some);
+                }
+            } else if let Some(op) = next_node.op_as::<ops::binary::OptBinByScalar>() {
+                // Codegen may have made the binop a by-scalar one before this fuse runs (a conv
+                // lowered to im2col, a product and a reshape, then ReLU6): its `a` (slot 0) is
+                // the reshaped product, its core op already faces that way.
+                rule_if!(next_node.inputs[0] == succ.id.into());
+                rule_if!(op.binop.as_linalg_binop().is_some());
+                if let Some(uni) = &model.outlet_fact(next_node.inputs[1])?.uniform {
+                    let op = ops::binary::TypedBinOp(op.binop.clone(), None);
+                    return Self::binop_before_reshape(model, node, succ, next_node, op, uni, true)
+                        .map(Some);
                 }
             }
         }
@@ -832,6 +841,33 @@ impl OptMatMul {
 
     fn update_trivial_path(&mut self) {
         self.trivial_path = self.can_use_trivial_path();
+    }
+
+    /// Rewire `product → reshape → binop(uniform)` as `product → binop → reshape`, so the
+    /// binop can fuse into the product's store on the next pass. `product_first` says whether
+    /// the product's data is the binop's first operand.
+    fn binop_before_reshape(
+        model: &TypedModel,
+        product: &TypedNode,
+        reshape: &TypedNode,
+        binop_node: &TypedNode,
+        binop: crate::ops::binary::TypedBinOp,
+        uniform: &Arc<Tensor>,
+        product_first: bool,
+    ) -> TractResult<TypedModelPatch> {
+        let mut patch = TypedModelPatch::default();
+        let other = binop_node.inputs[product_first as usize];
+        let cst = patch.add_const(&model.node(other.node).name, uniform.clone())?;
+        let output = patch.tap_model(model, product.id.into())?;
+        let wire = wire_with_rank_broadcast(
+            &binop_node.name,
+            &mut patch,
+            binop,
+            &if product_first { [output, cst] } else { [cst, output] },
+        )?;
+        let wire = patch.wire_node(&reshape.name, reshape.op.clone(), &wire)?[0];
+        patch.shunt_outside(model, binop_node.id.into(), wire)?;
+        Ok(patch)
     }
 
     /// If `into` is a pure unit-axis squeeze of this op's (concrete) output that

@@ -1826,4 +1826,53 @@ mod test {
         }
         Tensor::from_shape(&[1, oc, h, w], &out).unwrap()
     }
+
+    /// A channel-last 3x3 stride-2 conv on a 3-channel image (a network's stem, lowered to im2col,
+    /// a product and a reshape) followed by ReLU6 as `max` then `min`: the clamp lands in the
+    /// product's store, no element-wise pass is left, and the output is bit for bit the optimised
+    /// conv alone, clamped after.
+    #[test]
+    fn relu6_after_an_im2col_conv_fuses_into_its_product() -> TractResult<()> {
+        let (h, w, ci, co) = (21, 19, 3, 32);
+        let x: Vec<f32> = (0..h * w * ci).map(|i| (i as f32 * 0.137).sin() * 9.0).collect();
+        let kernel: Vec<f32> = (0..co * ci * 9).map(|i| (i as f32 * 0.091).cos() * 0.8).collect();
+        let mut model = TypedModel::default();
+        let source = model.add_source("x", f32::fact([1, h, w, ci]))?;
+        let k = model.add_const("k", Tensor::from_shape(&[co, ci, 3, 3], &kernel)?)?;
+        let b = model.add_const("b", Tensor::from_shape(&[co], &vec![0.5f32; co])?)?;
+        let pool_spec = PoolSpec {
+            data_format: NHWC,
+            kernel_shape: tvec!(3, 3),
+            padding: crate::ops::cnn::PaddingSpec::SameUpper,
+            dilations: None,
+            strides: Some(tvec!(2, 2)),
+            input_channels: ci,
+            output_channels: co,
+        };
+        let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: 1, q_params: None };
+        let conv_output = model.wire_node("conv", conv, &[source, k, b])?[0];
+        let zero = model.add_const("zero", Tensor::from_shape(&[1, 1, 1, 1], &[0f32])?)?;
+        let six = model.add_const("six", Tensor::from_shape(&[1, 1, 1, 1], &[6f32])?)?;
+        let y = model.wire_node("relu", crate::ops::math::max(), &[conv_output, zero])?;
+        let y = model.wire_node("six_cap", crate::ops::math::min(), &[y[0], six])?;
+        let mut conv_alone = model.clone();
+        conv_alone.select_output_outlets(&[conv_output])?;
+        model.select_output_outlets(&y)?;
+        let optimised = model.into_decluttered()?.into_optimized()?;
+        let elementwise = optimised.nodes().iter().filter(|n| {
+            n.op_is::<crate::ops::binary::OptBinByScalar>()
+                || n.op_is::<crate::ops::binary::OptBinChain>()
+                || n.op_is::<crate::ops::binary::TypedBinOp>()
+        });
+        let left: Vec<String> = elementwise.map(|n| n.to_string()).collect();
+        assert!(left.is_empty(), "clamp not fused into the product: {left:?}");
+        let input = tvec!(Tensor::from_shape(&[1, h, w, ci], &x)?.into_tvalue());
+        let found = optimised.into_runnable()?.run(input.clone())?.remove(0);
+        let conv_alone = conv_alone.into_decluttered()?.into_optimized()?;
+        let mut expected = conv_alone.into_runnable()?.run(input)?.remove(0).into_tensor();
+        let values = expected.to_plain_array_view_mut::<f32>()?;
+        assert!(values.iter().any(|v| *v < 0.0) && values.iter().any(|v| *v > 6.0));
+        expected.to_plain_array_view_mut::<f32>()?.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
+        found.close_enough(&expected, Approximation::Exact)
+    }
 }
