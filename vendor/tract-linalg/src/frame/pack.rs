@@ -382,6 +382,35 @@ impl PackedFormat {
         Ok(())
     }
 
+    /// `source` as an operand packed one panel at a time, by the matrix product's tile walk, into
+    /// the walker's scratch panel ([`LazyPackedInput`]) rather than all at once ahead of it.
+    pub fn lazy_pack(
+        &self,
+        source: Arc<Tensor>,
+        k_axis: usize,
+        mn_axis: usize,
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        ensure!(k_axis != mn_axis, "k_axis and mn_axis must differ (both are {k_axis})");
+        ensure!(
+            source.datum_type().unquantized() == self.dt.unquantized(),
+            "Attempting to pack for {self} tensor {source:?}"
+        );
+        ensure!(
+            source
+                .shape()
+                .iter()
+                .enumerate()
+                .all(|(ax, d)| ax == k_axis || ax == mn_axis || *d == 1),
+            "lazy packing takes one matrix, got shape {:?}",
+            source.shape()
+        );
+        let (k, mn) = (source.shape()[k_axis], source.shape()[mn_axis]);
+        let (k_stride, mn_stride) = (source.strides()[k_axis], source.strides()[mn_axis]);
+        let fact = PackedExoticFact { format: Box::new(self.clone()), mn: mn.to_dim(), k };
+        let format = self.clone();
+        Ok(Box::new(LazyPackedInput { fact, format, source, k, mn, k_stride, mn_stride }))
+    }
+
     pub unsafe fn pack<'a, 'b>(
         &self,
         pb: impl std::borrow::BorrowMut<TensorView<'a>>,
@@ -530,6 +559,115 @@ impl PackedFormat {
     ) -> KInWriter<'p, T> {
         let panel_len = self.single_panel_len(k);
         KInWriter::new(pb, panel_len, self.r, mn, k)
+    }
+}
+
+/// A plain operand packed panel by panel as the matrix product's tile walk reaches each one, into
+/// the walker's scratch panel ([`MMMInputValue::scratch_panel_buffer_layout`]), as lazy im2col
+/// does for its patches.
+///
+/// Packing a runtime operand ahead of the product writes the whole packed copy out and the product
+/// reads it back, on one thread, before any tile runs. Packed here, a panel is written just
+/// before the kernel reads it, and each thread of a split product packs the panels of its own
+/// chunk. The product's walk keeps a lazy operand's panel in the outer loop
+/// ([`crate::mmm::FusedSpec::prefer_col_outer`]), so a panel is packed once per block that spans
+/// it; when both operands are runtime values, only one should be packed this way.
+#[derive(Clone, Hash, PartialEq, Eq)]
+pub struct LazyPackedInput {
+    fact: PackedExoticFact,
+    format: PackedFormat,
+    source: Arc<Tensor>,
+    k: usize,
+    mn: usize,
+    k_stride: isize,
+    mn_stride: isize,
+}
+
+impl LazyPackedInput {
+    fn panel_byte_len(&self) -> usize {
+        self.format.single_panel_len(self.k) * self.source.datum_type().size_of()
+    }
+
+    fn element(&self, k: usize, mn: usize) -> *const u8 {
+        let offset = k as isize * self.k_stride + mn as isize * self.mn_stride;
+        let size = self.source.datum_type().size_of() as isize;
+        unsafe { self.source.as_ptr_unchecked::<u8>().offset(offset * size) }
+    }
+}
+
+impl MMMInputValue for LazyPackedInput {
+    fn scratch_panel_buffer_layout(&self) -> Option<Layout> {
+        Some(self.format.single_panel_layout(self.k, self.source.datum_type().size_of()))
+    }
+
+    fn panel_bytes(&self, i: usize, buffer: Option<*mut u8>) -> TractResult<*const u8> {
+        let buffer = buffer.context("a lazily packed operand needs a scratch panel")?;
+        let r = self.format.r;
+        ensure!(i * r < self.mn.max(1), "panel {i} of an operand of {} columns", self.mn);
+        unsafe {
+            if (i + 1) * r > self.mn {
+                // Padding lanes as the eager packer leaves them: zero, not stale scratch (which
+                // can decode to denormals and stall the kernel).
+                std::ptr::write_bytes(buffer, 0, self.panel_byte_len());
+            }
+            dispatch_copy!(PackedFormat::pack_t(self.source.datum_type())(
+                &self.format,
+                buffer as _,
+                self.source.as_ptr_unchecked::<u8>() as _,
+                self.mn,
+                self.k_stride,
+                self.mn_stride,
+                0..self.k,
+                i * r..(i + 1) * r
+            ));
+        }
+        Ok(buffer)
+    }
+
+    fn k(&self) -> usize {
+        self.k
+    }
+
+    fn mn(&self) -> usize {
+        self.mn
+    }
+
+    fn format(&self) -> &dyn MMMInputFormat {
+        &self.format
+    }
+
+    fn exotic_fact(&self) -> &dyn ExoticFact {
+        &self.fact
+    }
+
+    fn extract_at_mn_f16(&self, mn: usize, slice: &mut [f16]) -> TractResult<()> {
+        ensure!(slice.len() == self.k && mn < self.mn);
+        ensure!(self.source.datum_type() == f16::datum_type(), "{self} is not f16");
+        for (k, v) in slice.iter_mut().enumerate() {
+            *v = unsafe { *(self.element(k, mn) as *const f16) };
+        }
+        Ok(())
+    }
+
+    fn extract_at_mn_f32(&self, mn: usize, slice: &mut [f32]) -> TractResult<()> {
+        ensure!(slice.len() == self.k && mn < self.mn);
+        ensure!(self.source.datum_type() == f32::datum_type(), "{self} is not f32");
+        for (k, v) in slice.iter_mut().enumerate() {
+            *v = unsafe { *(self.element(k, mn) as *const f32) };
+        }
+        Ok(())
+    }
+}
+
+impl Display for LazyPackedInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lazy {} tensor (mn={} k={})", self.format, self.mn, self.k)
+    }
+}
+
+impl Debug for LazyPackedInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        <Self as Display>::fmt(self, f)
     }
 }
 
@@ -2205,5 +2343,64 @@ mod test {
                 }
             }
         }
+    }
+
+    /// Each panel a `LazyPackedInput` writes into its scratch equals the eager packer's panel
+    /// byte for byte, zero padding lanes included (over scratch left dirty by a previous panel):
+    /// k-contiguous and mn-contiguous sources, f32 and i8, full and partial last panels.
+    #[test]
+    fn lazy_panels_equal_eager_panels() {
+        use crate::mmm::EagerPackedInput;
+        for dt in [f32::datum_type(), i8::datum_type()] {
+            for (r, k, mn) in [(16, 32, 100), (12, 27, 37), (48, 7, 48), (5, 1152, 25)] {
+                for (k_axis, mn_axis) in [(1, 0), (0, 1)] {
+                    let shape = if k_axis == 1 { [mn, k] } else { [k, mn] };
+                    let data: Vec<f32> = (0..k * mn).map(|i| (i % 97) as f32 - 48.0).collect();
+                    let t = Tensor::from_shape(&shape, &data).unwrap();
+                    let t = t.cast_to_dt(dt).unwrap().into_owned();
+                    let format = super::PackedFormat::new(dt, r, 64);
+                    let eager = format.pack_tensor(&t, k_axis, mn_axis).unwrap();
+                    let eager = eager.downcast_ref::<EagerPackedInput>().unwrap();
+                    let lazy =
+                        format.lazy_pack(std::sync::Arc::new(t.clone()), k_axis, mn_axis).unwrap();
+                    let layout = lazy.scratch_panel_buffer_layout().unwrap();
+                    assert_eq!(layout.size(), eager.panel_bytes);
+                    // SAFETY: a fresh allocation of the panel's layout, filled before each use.
+                    let mut scratch =
+                        unsafe { Blob::new_for_size_and_align(layout.size(), layout.align()) };
+                    for panel in 0..mn.div_ceil(r) {
+                        scratch.as_bytes_mut().fill(0xA5);
+                        let ptr = lazy.panel_bytes(panel, Some(scratch.as_mut_ptr())).unwrap();
+                        assert_eq!(ptr, scratch.as_ptr());
+                        // The eager panel past k records (end padding) is not written by either.
+                        let written = k * r * dt.size_of();
+                        let start = panel * eager.panel_bytes;
+                        assert_eq!(
+                            &scratch.as_bytes()[..written],
+                            &eager.packed.as_bytes()[start..start + written],
+                            "{dt:?} r {r} k {k} mn {mn} axes {k_axis},{mn_axis} panel {panel}"
+                        );
+                    }
+                    assert!(lazy.panel_bytes(mn.div_ceil(r), Some(scratch.as_mut_ptr())).is_err());
+                    assert!(lazy.panel_bytes(0, None).is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lazy_input_extracts_columns_and_refuses_batches() {
+        let data: Vec<f32> = (0..6 * 4).map(|i| i as f32).collect();
+        let t = Tensor::from_shape(&[6, 4], &data).unwrap();
+        let lazy = super::PackedFormat::new(f32::datum_type(), 16, 64)
+            .lazy_pack(std::sync::Arc::new(t), 1, 0)
+            .unwrap();
+        let mut column = [0f32; 4];
+        lazy.extract_at_mn_f32(2, &mut column).unwrap();
+        assert_eq!(column, [8.0, 9.0, 10.0, 11.0]);
+        assert!(lazy.extract_at_mn_f32(6, &mut column).is_err());
+        let batched = Tensor::zero::<f32>(&[2, 6, 4]).unwrap();
+        let format = super::PackedFormat::new(f32::datum_type(), 16, 64);
+        assert!(format.lazy_pack(std::sync::Arc::new(batched), 2, 1).is_err());
     }
 }

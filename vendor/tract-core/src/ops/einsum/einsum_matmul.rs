@@ -961,6 +961,30 @@ fn optimized_mat_mul(
         && input_facts[0].datum_type == DatumType::F32
         && impls[0].0.name() == "sme_mmm_f32_32x32";
 
+    // A runtime A times a constant B: A is packed panel by panel in the product's own tile walk,
+    // where that walk packs each panel once (B small enough that no cache block splits the
+    // columns). A runtime B is packed ahead: its narrow panels cost more packed one by one.
+    let lazy_a = input_facts[0].konst.is_none()
+        && input_facts[1].konst.is_some()
+        && impls.iter().all(|(mmm, _, extractor)| {
+            let mnk = (
+                input_shapes[0][op.a_m()].to_usize(),
+                input_shapes[1][op.b_n()].to_usize(),
+                op.k.to_usize(),
+            );
+            let (Ok(m), Ok(n), Ok(k)) = mnk else { return false };
+            let elem = mmm.internal_type().size_of();
+            let threads = tract_linalg::multithread::current_tract_thread_count();
+            extractor.is_none()
+                && tract_linalg::mmm::row_panels_walked_once(
+                    mmm.mr(),
+                    mmm.nr(),
+                    (m, n, k),
+                    elem,
+                    threads,
+                )
+        });
+
     let pack_a: Box<dyn TypedOp> = if input_facts[0].konst.is_some() {
         if let Some(packed_format) = left_pack.downcast_ref::<PackedBlockQuantFormat>().cloned() {
             Box::new(OptSimpleMatMulPack {
@@ -976,6 +1000,7 @@ fn optimized_mat_mul(
                 mode_picker: ModePicker::Single,
                 k_axis: op.a_k(),
                 mn_axis: op.a_m(),
+                lazy: false,
             })
         }
     } else if strided_a {
@@ -984,6 +1009,7 @@ fn optimized_mat_mul(
             mode_picker: mode_picker.clone(),
             k_axis: op.a_k(),
             mn_axis: op.a_m(),
+            lazy: false,
         })
     } else {
         Box::new(OptMatMulPack {
@@ -998,6 +1024,7 @@ fn optimized_mat_mul(
             mode_picker: mode_picker.clone(),
             k_axis: op.a_k(),
             mn_axis: op.a_m(),
+            lazy: lazy_a,
         })
     };
     let pa = patch.wire_node(format!("{prefix}.pack_a"), pack_a, &[taps[0]])?[0];
@@ -1009,6 +1036,7 @@ fn optimized_mat_mul(
             mn_axis: op.b_n(),
             packers: impls.iter().map(|(mmm, p, _)| mmm.packings()[*p].1.clone()).collect(),
             mode_picker: mode_picker.clone(),
+            lazy: false,
         },
         &[taps[1]],
     )?[0];
@@ -1188,5 +1216,44 @@ mod tests {
         // nothing to merge: one row of 10 positions
         assert_eq!(quantized_plan(1, 10)?.iter().product::<usize>(), 10 * 40);
         Ok(())
+    }
+
+    /// A runtime activation times constant weights with the activation on the kernels' `m`
+    /// side (`hwi,oi->hwo`, 24 output channels): its pack is lazy, and the product gives the
+    /// same bits as with the pack made eager, and the decluttered model's values.
+    #[test]
+    fn runtime_a_times_constant_b_packs_a_lazily() -> TractResult<()> {
+        use crate::ops::matmul::pack::OptMatMulPack;
+        let (h, w, ci, co) = (20, 20, 144, 24);
+        let x: Vec<f32> = (0..h * w * ci).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x = Tensor::from_shape(&[h, w, ci], &x)?;
+        let weights: Vec<f32> = (0..co * ci).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut model = TypedModel::default();
+        let source = model.add_source("x", f32::fact([h, w, ci]))?;
+        let weights = model.add_const("w", Tensor::from_shape(&[co, ci], &weights)?)?;
+        let op = EinSum {
+            axes: "hwi,oi->hwo".parse()?,
+            operating_dt: f32::datum_type(),
+            q_params: None,
+        };
+        let out = model.wire_node("einsum", op, &[source, weights])?;
+        model.select_output_outlets(&out)?;
+        let model = model.into_decluttered()?;
+        let expected =
+            model.clone().into_runnable()?.run(tvec!(x.clone().into_tvalue()))?.remove(0);
+        let lazy = model.into_optimized()?;
+        let packs: Vec<(usize, OptMatMulPack)> = lazy
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<OptMatMulPack>().map(|op| (n.id, op.clone())))
+            .collect();
+        let [(pack_id, pack)] = &*packs else { bail!("expected one runtime pack: {packs:?}") };
+        assert!(pack.lazy, "{pack:?}");
+        let mut eager = lazy.clone();
+        eager.node_mut(*pack_id).op = Box::new(OptMatMulPack { lazy: false, ..pack.clone() });
+        let found = lazy.into_runnable()?.run(tvec!(x.clone().into_tvalue()))?.remove(0);
+        let eager = eager.into_runnable()?.run(tvec!(x.into_tvalue()))?.remove(0);
+        found.close_enough(&eager, Approximation::Exact)?;
+        found.close_enough(&expected, Approximation::Close)
     }
 }

@@ -5,6 +5,7 @@ use tract_linalg::block_quant::{
     BlockQuantStorage, PackedBlockQuantFact, PackedBlockQuantFormat, block_quant_slice,
 };
 use tract_linalg::mmm::{MMMInputFormat, MMMInputValue, PackedMatrixStorage};
+use tract_linalg::pack::PackedFormat;
 
 use super::ModePicker;
 
@@ -14,6 +15,10 @@ pub struct OptMatMulPack {
     pub(crate) mode_picker: ModePicker,
     pub(crate) k_axis: usize,
     pub(crate) mn_axis: usize,
+    /// Hand the product a [`tract_linalg::pack::LazyPackedInput`]: its tile walk packs each panel
+    /// as it reaches it, on the thread that uses it. Set by codegen for the one runtime operand
+    /// of a product whose other operand is a constant.
+    pub(crate) lazy: bool,
 }
 
 impl Op for OptMatMulPack {
@@ -22,7 +27,13 @@ impl Op for OptMatMulPack {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}. k axis: {}, mn axis: {}", self.packers, self.k_axis, self.mn_axis)])
+        Ok(vec![format!(
+            "{:?}. k axis: {}, mn axis: {}{}",
+            self.packers,
+            self.k_axis,
+            self.mn_axis,
+            if self.lazy { ", lazy" } else { "" }
+        )])
     }
 
     op_as_typed_op!();
@@ -109,6 +120,15 @@ impl OptMatMulPack {
             let stores = PackedMatrixStorage::new_batched(&output_shape, values)
                 .into_tensor(input.datum_type());
             return Ok(tvec!(stores.into_tvalue()));
+        }
+        if self.lazy
+            && output_shape.iter().all(|d| *d == 1)
+            && let Some(format) = packer.downcast_ref::<PackedFormat>()
+        {
+            let source = input.as_arc_tensor().context("packing a tensor value")?.clone();
+            let lazy = format.lazy_pack(source, self.k_axis, self.mn_axis)?;
+            let stores = PackedMatrixStorage::new_batched(&output_shape, tvec![lazy]);
+            return Ok(tvec!(stores.into_tensor(input.datum_type()).into_tvalue()));
         }
         unsafe {
             let stores = if output_shape.iter().all(|d| *d == 1) {

@@ -53,8 +53,11 @@ pub enum FusedSpec<'t> {
 impl FusedSpec<'_> {
     pub fn prefer_col_outer(&self) -> Option<bool> {
         if let FusedSpec::AddMatMul { a, b, .. } = self {
-            let a_is_eager = a.format().is::<PackedFormat>();
-            let b_is_eager = b.format().is::<PackedFormat>();
+            // A lazily packed plain operand has a `PackedFormat` too, and a scratch panel.
+            let is_eager = |v: &dyn MMMInputValue| {
+                v.format().is::<PackedFormat>() && v.scratch_panel_buffer_layout().is_none()
+            };
+            let (a_is_eager, b_is_eager) = (is_eager(&**a), is_eager(&**b));
             if a_is_eager == b_is_eager { None } else { Some(a_is_eager) }
         } else {
             None

@@ -545,6 +545,26 @@ fn outer_block_edge(
     block_edge_for(budget / share, mr, nr, k, elem_bytes, BLK_L3_MAX).max(inner)
 }
 
+/// Whether a row-outer walk of an `m × n × k` product, on `threads` walkers of
+/// `elem_bytes` accumulators, visits each row panel in one stretch: neither cache
+/// tier blocks the columns ([`inner_block_edge`], [`outer_block_edge`], over the
+/// whole rectangle, which bounds each walker's chunk). An A operand packed panel by
+/// panel as the walk reaches it ([`crate::pack::LazyPackedInput`]) is then packed
+/// once per chunk; a blocked walk would pack it again for every column block.
+pub fn row_panels_walked_once(
+    mr: usize,
+    nr: usize,
+    (m, n, k): (usize, usize, usize),
+    elem_bytes: usize,
+    threads: usize,
+) -> bool {
+    let (m_panels, n_panels) = (m.divceil(mr), n.divceil(nr));
+    let threads = threads.max(1);
+    let l2_share = threads.min(crate::cache::cache_info().l2_sharers_or_one());
+    inner_block_edge(mr, nr, k, elem_bytes, m_panels, n_panels, false, l2_share) == usize::MAX
+        && outer_block_edge(mr, nr, k, elem_bytes, 1, m_panels, n_panels, threads) == usize::MAX
+}
+
 /// Visit every `(ia, ib)` tile of the `m × n` panel rectangle exactly once,
 /// blocked two levels deep: an outer `blk_outer` super-block (L3-resident) holds
 /// inner `blk` blocks (L2-resident). `col_outer` selects the within-block inner
@@ -983,6 +1003,27 @@ where
         })
     };
     if use_global { body() } else { pool.unwrap().install(body) }
+}
+
+#[cfg(test)]
+mod row_panels_walked_once_tests {
+    use super::row_panels_walked_once;
+
+    /// The field model's products (B at most 512 × 112 floats) walk unblocked; a B operand
+    /// twice the L2 (and the LLC) gets blocked, so its A must not be packed lazily.
+    #[test]
+    fn small_b_walks_once_large_b_does_not() {
+        assert!(row_panels_walked_once(16, 12, (100, 512, 112), 4, 1));
+        assert!(row_panels_walked_once(48, 4, (6400, 16, 32), 4, 2));
+        let cache = crate::cache::cache_info();
+        let big = cache.l2.max(cache.l3).max(1 << 20) * 2;
+        let k = 1024;
+        if cache.l2 > 0 {
+            assert!(!row_panels_walked_once(16, 12, (64, big / (k * 4), k), 4, 1));
+        } else {
+            println!("SKIPPED large-B case: no L2 size detected, the walk never blocks here");
+        }
+    }
 }
 
 #[cfg(test)]
