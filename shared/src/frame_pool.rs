@@ -31,6 +31,12 @@ impl FramePool {
             .build()?;
         // Process-wide: this is the only executor the runtime installs.
         tract_linalg::multithread::set_threading_panel_threshold(HOT_PANEL_THRESHOLD);
+        // Below the environment (TRACT_MMM_CHUNKS_PER_THREAD still wins); refused only when
+        // another config in this process already chose, and then that choice stands.
+        let _ = tract_nnef::tract_core::knobs::set_config_global(
+            "TRACT_MMM_CHUNKS_PER_THREAD",
+            HOT_CHUNKS_PER_THREAD,
+        );
         Ok(FramePool { pool: Arc::new(pool) })
     }
 
@@ -66,6 +72,14 @@ impl FramePool {
 /// sleeping thread; with the others already awake, 16 gave the field model its best frame on two
 /// threads (8: no better; 32 and 64: 2–5 % slower; docs/performance.md, stop 26).
 const HOT_PANEL_THRESHOLD: usize = 16;
+
+/// Chunks per thread a split matrix product is cut into. tract's default (4) leaves slack for
+/// threads that progress unevenly, paid for in work stealing: with every thread already spinning
+/// here, the steals cost more than the slack saves — on the field model's 10×10 and 5×5 products
+/// two threads ran no faster than one (`m 672 k 112 n 100`: 84 → 77 µs; `m 320 k 1152 n 25`:
+/// 114 → 121 µs), and one chunk a thread ran them 1.9× and 2.0× faster; the field frame at two
+/// threads 4.31 → 3.75 ms (docs/performance.md, stop 28). Read once, at the first split product.
+const HOT_CHUNKS_PER_THREAD: &str = "1";
 
 /// The pool thread frames run on.
 const FRAME_THREAD: usize = 0;
@@ -143,5 +157,16 @@ mod tests {
             pool.run(|| 41 + 1)
         });
         assert_eq!(answer, 42);
+    }
+
+    #[test]
+    fn a_pool_cuts_split_products_one_chunk_a_thread() {
+        FramePool::new(2).expect("pool");
+        let chunks = tract_linalg::knobs::TRACT_MMM_CHUNKS_PER_THREAD.get();
+        match std::env::var("TRACT_MMM_CHUNKS_PER_THREAD") {
+            // The environment still decides when it is set.
+            Ok(value) => assert_eq!(chunks, value.parse().ok()),
+            Err(_) => assert_eq!(chunks, HOT_CHUNKS_PER_THREAD.parse().ok()),
+        }
     }
 }
