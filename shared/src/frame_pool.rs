@@ -33,10 +33,7 @@ impl FramePool {
         tract_linalg::multithread::set_threading_panel_threshold(HOT_PANEL_THRESHOLD);
         // Below the environment (TRACT_MMM_CHUNKS_PER_THREAD still wins); refused only when
         // another config in this process already chose, and then that choice stands.
-        let _ = tract_nnef::tract_core::knobs::set_config_global(
-            "TRACT_MMM_CHUNKS_PER_THREAD",
-            HOT_CHUNKS_PER_THREAD,
-        );
+        let _ = tract_nnef::tract_core::knobs::set_config_global("TRACT_MMM_CHUNKS_PER_THREAD", HOT_CHUNKS_PER_THREAD);
         Ok(FramePool { pool: Arc::new(pool) })
     }
 
