@@ -1009,11 +1009,11 @@ where
 mod row_panels_walked_once_tests {
     use super::row_panels_walked_once;
 
-    /// The field model's products (B at most 512 × 112 floats) walk unblocked; a B operand
-    /// twice the L2 (and the LLC) gets blocked, so its A must not be packed lazily.
+    /// Products whose B is a few KiB (any L2 holds it) walk unblocked; a B operand twice
+    /// the L2 (and the LLC) gets blocked, so its A must not be packed lazily.
     #[test]
     fn small_b_walks_once_large_b_does_not() {
-        assert!(row_panels_walked_once(16, 12, (100, 512, 112), 4, 1));
+        assert!(row_panels_walked_once(16, 12, (100, 48, 112), 4, 1));
         assert!(row_panels_walked_once(48, 4, (6400, 16, 32), 4, 2));
         let cache = crate::cache::cache_info();
         let big = cache.l2.max(cache.l3).max(1 << 20) * 2;
