@@ -292,10 +292,14 @@ macro_rules! impl_eval {
                     let (i_base, k_base, b_base, o_base) =
                         (iptr as usize, kptr as usize, bias as usize, optr as usize);
                     let split = ChannelLastSplit::new(dw, channels, T::datum_type().size_of());
+                    // The threshold weighs work, and each output sums the kernel's taps: a 5x5
+                    // kernel on a 5x5x1152 map (28 800 outputs, 720 000 multiply-adds) is worth
+                    // sharing, though its output alone is under the threshold.
+                    let taps: usize = dw.patch.spec.kernel_shape.iter().product();
                     tract_linalg::multithread::par_chunks_mut(
                         &mut vec![(); split.chunks],
                         1,
-                        output.len(),
+                        output.len().saturating_mul(taps),
                         |first, slots| {
                             let (channel_range, rows) = split.chunk(first..first + slots.len());
                             unsafe {
@@ -1341,6 +1345,10 @@ mod tests {
                     // A map too short to band: split by channels.
                     run_dw_dt(dt, DataFormat::NHWC, 160, 5, 50, 3, 3, SameUpper, (1, 1));
                 }
+                // Fewer outputs than the threading threshold, more multiply-adds: shared. (f32
+                // only: 25 taps of these values accumulated in f16 exceed its tolerance, split
+                // or not.)
+                run_dw(DataFormat::NHWC, 1152, 5, 5, 5, 5, PaddingSpec::SameUpper, (1, 1));
             });
         }
     }
