@@ -15,18 +15,8 @@ import tempfile
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-
-def session(path, threads, profile=False, optimized=None):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_profiling = profile
-    if optimized:
-        options.optimized_model_filepath = optimized
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+from ort_bench import session  # the benchmark's session options, so both time the same thing
 
 
 def node_kinds(optimized_path):
