@@ -964,26 +964,30 @@ fn optimized_mat_mul(
     // A runtime A times a constant B: A is packed panel by panel in the product's own tile walk,
     // where that walk packs each panel once (B small enough that no cache block splits the
     // columns). A runtime B is packed ahead: its narrow panels cost more packed one by one.
-    let lazy_a = input_facts[0].konst.is_none()
-        && input_facts[1].konst.is_some()
-        && impls.iter().all(|(mmm, _, extractor)| {
-            let mnk = (
-                input_shapes[0][op.a_m()].to_usize(),
-                input_shapes[1][op.b_n()].to_usize(),
-                op.k.to_usize(),
-            );
-            let (Ok(m), Ok(n), Ok(k)) = mnk else { return false };
-            let elem = mmm.internal_type().size_of();
+    let mnk = (
+        input_shapes[0][op.a_m()].to_usize(),
+        input_shapes[1][op.b_n()].to_usize(),
+        op.k.to_usize(),
+    );
+    let lazy_a = match mnk {
+        (Ok(m), Ok(n), Ok(k))
+            if input_facts[0].konst.is_none() && input_facts[1].konst.is_some() =>
+        {
             let threads = tract_linalg::multithread::current_tract_thread_count();
-            extractor.is_none()
-                && tract_linalg::mmm::row_panels_walked_once(
-                    mmm.mr(),
-                    mmm.nr(),
-                    (m, n, k),
-                    elem,
-                    threads,
-                )
-        });
+            impls.iter().all(|(mmm, _, extractor)| {
+                let elem = mmm.internal_type().size_of();
+                extractor.is_none()
+                    && tract_linalg::mmm::row_panels_walked_once(
+                        mmm.mr(),
+                        mmm.nr(),
+                        (m, n, k),
+                        elem,
+                        threads,
+                    )
+            })
+        }
+        _ => false,
+    };
 
     let pack_a: Box<dyn TypedOp> = if input_facts[0].konst.is_some() {
         if let Some(packed_format) = left_pack.downcast_ref::<PackedBlockQuantFormat>().cloned() {
