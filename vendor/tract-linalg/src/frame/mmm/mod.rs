@@ -565,6 +565,31 @@ pub fn row_panels_walked_once(
         && outer_block_edge(mr, nr, k, elem_bytes, 1, m_panels, n_panels, threads) == usize::MAX
 }
 
+/// Whether a B operand packed panel by panel as the walk reaches it pays: with B lazy and A
+/// packed ahead, the walk goes column-outer, packing each column panel once and running every
+/// row panel of A against it. That re-reads the whole packed A once per column panel, which costs
+/// nothing only while A stays in L1 (half of it, beside the B panel and the output tile), and
+/// the walk must not be blocked (a block would pack the panels again). Such products are the
+/// expansions of inverted bottlenecks: a few KiB of weights against a large activation, whose
+/// eager pack is a separate single-threaded copy of the whole activation.
+pub fn col_panels_walked_once_against_l1_a(
+    mr: usize,
+    nr: usize,
+    (m, n, k): (usize, usize, usize),
+    elem_bytes: usize,
+    threads: usize,
+) -> bool {
+    let (m_panels, n_panels) = (m.divceil(mr), n.divceil(nr));
+    let threads = threads.max(1);
+    let cache = crate::cache::cache_info();
+    let a_bytes = m_panels.saturating_mul(mr).saturating_mul(k).saturating_mul(elem_bytes);
+    let l2_share = threads.min(cache.l2_sharers_or_one());
+    cache.l1_data > 0
+        && a_bytes.saturating_mul(2) <= cache.l1_data
+        && inner_block_edge(mr, nr, k, elem_bytes, m_panels, n_panels, true, l2_share) == usize::MAX
+        && outer_block_edge(mr, nr, k, elem_bytes, 1, m_panels, n_panels, threads) == usize::MAX
+}
+
 /// Visit every `(ia, ib)` tile of the `m × n` panel rectangle exactly once,
 /// blocked two levels deep: an outer `blk_outer` super-block (L3-resident) holds
 /// inner `blk` blocks (L2-resident). `col_outer` selects the within-block inner
@@ -1023,6 +1048,25 @@ mod row_panels_walked_once_tests {
         } else {
             println!("SKIPPED large-B case: no L2 size detected, the walk never blocks here");
         }
+    }
+
+    /// Expansion layers' weights (6 KiB) sit in L1 beside a B panel, so B is packed in the walk;
+    /// a 1 MiB A would be streamed from L2 once per column panel, so B is packed ahead.
+    #[test]
+    fn col_panels_small_a_walks_once_large_a_does_not() {
+        use super::col_panels_walked_once_against_l1_a as walked_once;
+        let cache = crate::cache::cache_info();
+        if cache.l1_data >= 2 * 96 * 16 * 4 {
+            assert!(walked_once(16, 12, (96, 6400, 16), 4, 1));
+            assert!(walked_once(16, 12, (144, 1600, 24), 4, 2));
+        } else {
+            assert!(!walked_once(16, 12, (96, 6400, 16), 4, 1));
+            println!(
+                "SKIPPED small-A case: L1d {} bytes, under the 12 KiB it needs",
+                cache.l1_data
+            );
+        }
+        assert!(!walked_once(16, 12, (1024, 100, 256), 4, 1));
     }
 }
 
