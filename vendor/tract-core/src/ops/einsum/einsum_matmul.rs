@@ -963,7 +963,8 @@ fn optimized_mat_mul(
 
     // A runtime A times a constant B: A is packed panel by panel in the product's own tile walk,
     // where that walk packs each panel once (B small enough that no cache block splits the
-    // columns). A runtime B is packed ahead: its narrow panels cost more packed one by one.
+    // columns). A runtime B is packed ahead unless A is small (below): its narrow panels cost more
+    // packed one by one in a walk that re-reads a large A for each of them.
     let mnk = (
         input_shapes[0][op.a_m()].to_usize(),
         input_shapes[1][op.b_n()].to_usize(),
@@ -982,6 +983,26 @@ fn optimized_mat_mul(
                         mmm.nr(),
                         (m, n, k),
                         elem,
+                        threads,
+                    )
+            })
+        }
+        _ => false,
+    };
+    // A constant A times a runtime B: B is packed in the walk (column-outer) when A is small
+    // enough to be re-read from L1 for every column panel.
+    let lazy_b = match mnk {
+        (Ok(m), Ok(n), Ok(k))
+            if input_facts[0].konst.is_some() && input_facts[1].konst.is_none() =>
+        {
+            let threads = tract_linalg::multithread::current_tract_thread_count();
+            impls.iter().all(|(mmm, _, extractor)| {
+                extractor.is_none()
+                    && tract_linalg::mmm::col_panels_walked_once_against_l1_a(
+                        mmm.mr(),
+                        mmm.nr(),
+                        (m, n, k),
+                        mmm.internal_type().size_of(),
                         threads,
                     )
             })
@@ -1040,7 +1061,7 @@ fn optimized_mat_mul(
             mn_axis: op.b_n(),
             packers: impls.iter().map(|(mmm, p, _)| mmm.packings()[*p].1.clone()).collect(),
             mode_picker: mode_picker.clone(),
-            lazy: false,
+            lazy: lazy_b,
         },
         &[taps[1]],
     )?[0];
@@ -1253,6 +1274,48 @@ mod tests {
             .collect();
         let [(pack_id, pack)] = &*packs else { bail!("expected one runtime pack: {packs:?}") };
         assert!(pack.lazy, "{pack:?}");
+        let mut eager = lazy.clone();
+        eager.node_mut(*pack_id).op = Box::new(OptMatMulPack { lazy: false, ..pack.clone() });
+        let found = lazy.into_runnable()?.run(tvec!(x.clone().into_tvalue()))?.remove(0);
+        let eager = eager.into_runnable()?.run(tvec!(x.into_tvalue()))?.remove(0);
+        found.close_enough(&eager, Approximation::Exact)?;
+        found.close_enough(&expected, Approximation::Close)
+    }
+    /// An expansion layer: a few KiB of constant weights times a large activation packs the
+    /// activation (B) in the walk, and the result is bit for bit the eagerly packed one.
+    #[test]
+    fn constant_a_times_runtime_b_packs_b_lazily() -> TractResult<()> {
+        use crate::ops::matmul::pack::OptMatMulPack;
+        let (h, w, ci, co) = (40, 40, 24, 144);
+        let x: Vec<f32> = (0..h * w * ci).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x = Tensor::from_shape(&[h, w, ci], &x)?;
+        let weights: Vec<f32> = (0..co * ci).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut model = TypedModel::default();
+        let source = model.add_source("x", f32::fact([h, w, ci]))?;
+        let weights = model.add_const("w", Tensor::from_shape(&[co, ci], &weights)?)?;
+        let op = EinSum {
+            axes: "oi,hwi->hwo".parse()?,
+            operating_dt: f32::datum_type(),
+            q_params: None,
+        };
+        let out = model.wire_node("einsum", op, &[weights, source])?;
+        model.select_output_outlets(&out)?;
+        let model = model.into_decluttered()?;
+        let expected =
+            model.clone().into_runnable()?.run(tvec!(x.clone().into_tvalue()))?.remove(0);
+        let lazy = model.into_optimized()?;
+        let packs: Vec<(usize, OptMatMulPack)> = lazy
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<OptMatMulPack>().map(|op| (n.id, op.clone())))
+            .collect();
+        let [(pack_id, pack)] = &*packs else { bail!("expected one runtime pack: {packs:?}") };
+        // Twice the 14 KiB of weights must fit the L1d; every x86-64 and arm64 core has 32 KiB.
+        if tract_linalg::cache::cache_info().l1_data >= 32 * 1024 {
+            assert!(pack.lazy, "{pack:?}");
+        } else {
+            println!("SKIPPED lazy check: no L1d size detected, B is packed ahead here");
+        }
         let mut eager = lazy.clone();
         eager.node_mut(*pack_id).op = Box::new(OptMatMulPack { lazy: false, ..pack.clone() });
         let found = lazy.into_runnable()?.run(tvec!(x.clone().into_tvalue()))?.remove(0);
