@@ -483,6 +483,20 @@ fn repeat_broadcast(op: BinOp, a: &mut Tensor, b: &Tensor, period: usize) -> Tra
     Ok(false)
 }
 
+/// The length of b when b, broadcast to a's shape, repeats whole over a's leading axes: b's
+/// shape is unit axes (or none) followed by a's trailing axes, and a has more than b's elements.
+/// a's storage is then a sequence of runs of that length, each to be combined with all of b.
+pub fn leading_broadcast_period(a: &[usize], b: &[usize]) -> Option<usize> {
+    let core_start = b.iter().position(|&d| d != 1).unwrap_or(b.len());
+    let core = &b[core_start..];
+    if b.len() > a.len() || a[a.len() - core.len()..] != *core {
+        return None;
+    }
+    let period: usize = core.iter().product();
+    let total: usize = a.iter().product();
+    (period > 0 && total > period).then_some(period)
+}
+
 fn core_op_for_linalg_op(linalg: &BinOp) -> Box<dyn BinMiniOp> {
     match linalg {
         BinOp::Min => Box::new(Min),
@@ -1363,6 +1377,28 @@ macro_rules! bin_to_super_type {
                         )*
                     )?
                 }
+                // b repeated over a's leading axes (a per-position weight map applied to every
+                // channel, say): contiguous runs of a against the whole of b, where ndarray's
+                // broadcasting Zip walks element by element.
+                if let Some(period) = $crate::ops::binary::leading_broadcast_period(a.shape(), b.shape()) {
+                    $(
+                        $(if b.datum_type() == $typ::datum_type() {
+                            let cab: fn(&mut $typ, &$typ, &$typ) -> () = $cab;
+                            let b_plain = b.try_as_plain_ram()?;
+                            let b_slice = b_plain.as_slice::<$typ>()?;
+                            let mut a_plain = a.try_as_plain_ram_mut()?;
+                            let a_slice = a_plain.as_slice_mut::<$typ>()?;
+                            debug_assert_eq!(b_slice.len(), period);
+                            debug_assert_eq!(a_slice.len() % period, 0);
+                            for a_run in a_slice.chunks_exact_mut(period) {
+                                for (av, bv) in a_run.iter_mut().zip(b_slice.iter()) {
+                                    cab(av, &av.clone(), bv);
+                                }
+                            }
+                            return Ok(())
+                        })*
+                    )*
+                }
                 $(
                     $(if b.datum_type() == $typ::datum_type() {
                         let cab: fn(&mut $typ, &$typ, &$typ) -> () = $cab;
@@ -1569,6 +1605,35 @@ pub(crate) fn one_input_is_uniform(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// b broadcast over a's leading axes takes the run-by-run path; the result is the element
+    /// by element product, for f32 and i32, and for b of a's rank or lower.
+    #[test]
+    fn leading_broadcast_runs_match_elementwise() -> TractResult<()> {
+        let a_shape = [2usize, 3, 4, 5];
+        let a: Vec<f32> = (0..120).map(|i| (i as f32 * 0.7).sin()).collect();
+        for b_shape in [&[1usize, 1, 4, 5][..], &[4, 5], &[1, 3, 4, 5], &[5], &[1, 1, 1, 1]] {
+            let period: usize = b_shape.iter().product();
+            assert_eq!(leading_broadcast_period(&a_shape, b_shape), Some(period), "{b_shape:?}");
+            let b: Vec<f32> = (0..period).map(|i| 1.5 - i as f32 * 0.25).collect();
+            let expected: Vec<f32> = (0..120).map(|i| a[i] * b[i % period]).collect();
+            let mut found = Tensor::from_shape(&a_shape, &a)?;
+            Mul.eval_in_a(&mut found, &Tensor::from_shape(b_shape, &b)?)?;
+            assert_eq!(found.try_as_plain_ram()?.as_slice::<f32>()?, &*expected, "{b_shape:?}");
+            let (ai, bi): (Vec<i32>, Vec<i32>) = (
+                (0..120).map(|i| i as i32 - 60).collect(),
+                (0..period).map(|i| 3 - i as i32).collect(),
+            );
+            let expected: Vec<i32> = (0..120).map(|i| ai[i] - bi[i % period]).collect();
+            let mut found = Tensor::from_shape(&a_shape, &ai)?;
+            Sub.eval_in_a(&mut found, &Tensor::from_shape(b_shape, &bi)?)?;
+            assert_eq!(found.try_as_plain_ram()?.as_slice::<i32>()?, &*expected, "{b_shape:?}");
+        }
+        for b_shape in [&[2usize, 1, 1, 5][..], &[1, 3, 1, 5], &[2, 3, 4, 5], &[3, 2, 3, 4, 5]] {
+            assert_eq!(leading_broadcast_period(&a_shape, b_shape), None, "{b_shape:?}");
+        }
+        Ok(())
+    }
 
     /// Reproducer for the OptBinUnicast panic seen on Nemotron decoder CI
     /// (cuda-lovelace + Darwin). A 1-D tensor that goes through `insert_axis`
