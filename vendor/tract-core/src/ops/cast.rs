@@ -57,10 +57,28 @@ impl EvalOp for Cast {
                 *i = dim.eval(ctx.symbols).to_i64()?
             }
             Ok(tvec!(tmp.cast_to_dt(self.to)?.into_owned().into_tvalue()))
+        } else if input.datum_type() == f32::datum_type() && self.to == i8::datum_type() {
+            Ok(tvec!(saturating_cast_f32_to_i8(&input)?.into_tvalue()))
         } else {
             Ok(tvec!(input.cast_to_dt(self.to)?.into_owned().into_tvalue()))
         }
     }
+}
+
+/// `f32 as i8` for a whole tensor, written to vectorise (the generic cast does not, and this one
+/// runs on every quantized activation): clamp into i8's range, truncate toward zero, NaN to 0,
+/// which is what Rust's saturating `as` does element by element.
+fn saturating_cast_f32_to_i8(input: &Tensor) -> TractResult<Tensor> {
+    let mut output = unsafe { Tensor::uninitialized::<i8>(input.shape())? };
+    let input_plain = input.try_as_plain_ram()?;
+    let mut output_plain = output.try_as_plain_ram_mut()?;
+    for (y, &x) in output_plain.as_slice_mut::<i8>()?.iter_mut().zip(input_plain.as_slice::<f32>()?)
+    {
+        let clamped = if x.is_nan() { 0.0 } else { x.clamp(-128.0, 127.0) };
+        // Safety: `clamped` is finite and within i32's range.
+        *y = unsafe { clamped.to_int_unchecked::<i32>() } as i8;
+    }
+    Ok(output)
 }
 
 impl TypedOp for Cast {
@@ -161,4 +179,39 @@ impl TypedOp for Cast {
     }
 
     as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorisable f32 → i8 cast is Rust's `as`: saturating, truncating, NaN to 0.
+    #[test]
+    fn saturating_cast_f32_to_i8_is_rust_as() -> TractResult<()> {
+        let mut xs = vec![
+            0.0f32,
+            -0.0,
+            0.99,
+            -0.99,
+            127.0,
+            127.9,
+            128.0,
+            -128.0,
+            -128.9,
+            -129.0,
+            1e10,
+            -1e10,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        xs.extend((0..4000).map(|i| (i as f32 - 2000.0) * 0.173));
+        let input = tensor1(&xs);
+        let found = Cast { to: i8::datum_type() }
+            .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))?
+            .remove(0);
+        let expected: Vec<i8> = xs.iter().map(|&x| x as i8).collect();
+        assert_eq!(found.try_as_plain_ram()?.as_slice::<i8>()?, &*expected);
+        Ok(())
+    }
 }
