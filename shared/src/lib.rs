@@ -54,6 +54,8 @@ pub mod phantom;
 pub mod postprocess;
 pub mod preprocess;
 pub mod protocol;
+#[cfg(feature = "runtime")]
+pub mod quantise_fusion;
 pub mod resize;
 #[cfg(feature = "runtime")]
 pub mod runtime;

@@ -193,6 +193,8 @@ pub fn optimized_graph(path: &std::path::Path, input: &[usize], format: GraphFor
     if input.len() == 4 {
         feed_channel_last(&mut model)?;
     }
+    // Decluttered first: the loader's identity casts gone, the chains are in their plain form.
+    let (model, _) = crate::quantise_fusion::fuse_quantise_chains(model.into_decluttered()?)?;
     model.into_optimized()
 }
 

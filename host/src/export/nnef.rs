@@ -68,7 +68,9 @@ fn translate(onnx: &Path, input: &[usize], out: &Path) -> Result<String> {
 /// with the same arithmetic in the same order (so the same bits): quantise
 /// `cast(min(max(round_half_to_even(x · (1/scale)) + zero_point, lo), hi))`, dequantise
 /// `(cast_f32(x) − zero_point) · scale`. The int8 convolutions between them serialise as
-/// `tract_core_qconv`. (Upstream issue text: docs/upstream/tract-nnef-quantize-linear.md.)
+/// `tract_core_qconv`. (Upstream issue text: docs/upstream/tract-nnef-quantize-linear.md.) The
+/// runtime puts each i8 quantise back as the single op when it loads the graph
+/// (`cdnet_shared::quantise_fusion`).
 fn expand_quantisation(mut model: TypedModel) -> TractResult<TypedModel> {
     use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
     use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8};
