@@ -33,6 +33,9 @@ pub fn fuse_quantise_chains(mut model: TypedModel) -> TractResult<(TypedModel, u
     Ok((model.into_compact()?, fused))
 }
 
+/// Matches one step of a chain at a node: the step's input and its constant.
+type StepMatcher = fn(&TypedModel, usize) -> TractResult<Option<(OutletId, f32)>>;
+
 /// An expanded quantise chain: where it starts and the parameters of the op it expands.
 #[derive(Debug, PartialEq)]
 struct QuantiseChain {
@@ -49,9 +52,8 @@ impl QuantiseChain {
         if !is_i8_cast || model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type() {
             return Ok(None);
         }
-        let step = |outlet: OutletId, op: fn(&TypedModel, usize) -> TractResult<Option<(OutletId, f32)>>| {
-            sole_producer(model, outlet).map_or(Ok(None), |id| op(model, id))
-        };
+        let step =
+            |outlet: OutletId, op: StepMatcher| sole_producer(model, outlet).map_or(Ok(None), |id| op(model, id));
         let Some((low, 127.0)) = step(node.inputs[0], binop_by_constant::<Min>)? else { return Ok(None) };
         let Some((mut rounded, -128.0)) = step(low, binop_by_constant::<Max>)? else { return Ok(None) };
         let mut zero_point = 0.0;
