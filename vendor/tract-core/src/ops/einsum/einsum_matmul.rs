@@ -936,6 +936,10 @@ fn flatten_rule(
     TypedModelPatch::replace_single_op(model, node, &node.inputs, op.op.clone()).map(Some)
 }
 
+/// `row_panels_walked_once` or `col_panels_walked_once_against_l1_a`: whether a lazily packed
+/// operand's panels are each packed once by the walk of a kernel's tiles.
+type WalkedOnce = fn(usize, usize, (usize, usize, usize), usize, usize) -> bool;
+
 fn optimized_mat_mul(
     model: &TypedModel,
     node: &TypedNode,
@@ -970,45 +974,22 @@ fn optimized_mat_mul(
         input_shapes[1][op.b_n()].to_usize(),
         op.k.to_usize(),
     );
-    let lazy_a = match mnk {
-        (Ok(m), Ok(n), Ok(k))
-            if input_facts[0].konst.is_none() && input_facts[1].konst.is_some() =>
-        {
+    let packs_lazily = |walked_once: WalkedOnce| match mnk {
+        (Ok(m), Ok(n), Ok(k)) => {
             let threads = tract_linalg::multithread::current_tract_thread_count();
             impls.iter().all(|(mmm, _, extractor)| {
                 let elem = mmm.internal_type().size_of();
-                extractor.is_none()
-                    && tract_linalg::mmm::row_panels_walked_once(
-                        mmm.mr(),
-                        mmm.nr(),
-                        (m, n, k),
-                        elem,
-                        threads,
-                    )
+                extractor.is_none() && walked_once(mmm.mr(), mmm.nr(), (m, n, k), elem, threads)
             })
         }
         _ => false,
     };
+    let (a_konst, b_konst) = (input_facts[0].konst.is_some(), input_facts[1].konst.is_some());
+    let lazy_a = !a_konst && b_konst && packs_lazily(tract_linalg::mmm::row_panels_walked_once);
     // A constant A times a runtime B: B is packed in the walk (column-outer) when A is small
     // enough to be re-read from L1 for every column panel.
-    let lazy_b = match mnk {
-        (Ok(m), Ok(n), Ok(k))
-            if input_facts[0].konst.is_some() && input_facts[1].konst.is_none() =>
-        {
-            let threads = tract_linalg::multithread::current_tract_thread_count();
-            impls.iter().all(|(mmm, _, extractor)| {
-                extractor.is_none()
-                    && tract_linalg::mmm::col_panels_walked_once_against_l1_a(
-                        mmm.mr(),
-                        mmm.nr(),
-                        (m, n, k),
-                        mmm.internal_type().size_of(),
-                        threads,
-                    )
-            })
-        }
-        _ => false,
-    };
+    let lazy_b =
+        a_konst && !b_konst && packs_lazily(tract_linalg::mmm::col_panels_walked_once_against_l1_a);
 
     let pack_a: Box<dyn TypedOp> = if input_facts[0].konst.is_some() {
         if let Some(packed_format) = left_pack.downcast_ref::<PackedBlockQuantFormat>().cloned() {

@@ -558,10 +558,23 @@ pub fn row_panels_walked_once(
     elem_bytes: usize,
     threads: usize,
 ) -> bool {
+    walk_unblocked(mr, nr, (m, n, k), elem_bytes, threads, false)
+}
+
+/// Whether neither cache tier blocks the tile walk of an `m × n × k` product (so a panel
+/// packed as the walk reaches it is packed once), walking row-outer or column-outer.
+fn walk_unblocked(
+    mr: usize,
+    nr: usize,
+    (m, n, k): (usize, usize, usize),
+    elem_bytes: usize,
+    threads: usize,
+    col_outer: bool,
+) -> bool {
     let (m_panels, n_panels) = (m.divceil(mr), n.divceil(nr));
     let threads = threads.max(1);
     let l2_share = threads.min(crate::cache::cache_info().l2_sharers_or_one());
-    inner_block_edge(mr, nr, k, elem_bytes, m_panels, n_panels, false, l2_share) == usize::MAX
+    inner_block_edge(mr, nr, k, elem_bytes, m_panels, n_panels, col_outer, l2_share) == usize::MAX
         && outer_block_edge(mr, nr, k, elem_bytes, 1, m_panels, n_panels, threads) == usize::MAX
 }
 
@@ -579,15 +592,11 @@ pub fn col_panels_walked_once_against_l1_a(
     elem_bytes: usize,
     threads: usize,
 ) -> bool {
-    let (m_panels, n_panels) = (m.divceil(mr), n.divceil(nr));
-    let threads = threads.max(1);
-    let cache = crate::cache::cache_info();
-    let a_bytes = m_panels.saturating_mul(mr).saturating_mul(k).saturating_mul(elem_bytes);
-    let l2_share = threads.min(cache.l2_sharers_or_one());
-    cache.l1_data > 0
-        && a_bytes.saturating_mul(2) <= cache.l1_data
-        && inner_block_edge(mr, nr, k, elem_bytes, m_panels, n_panels, true, l2_share) == usize::MAX
-        && outer_block_edge(mr, nr, k, elem_bytes, 1, m_panels, n_panels, threads) == usize::MAX
+    let l1_data = crate::cache::cache_info().l1_data;
+    let a_bytes = m.divceil(mr).saturating_mul(mr).saturating_mul(k).saturating_mul(elem_bytes);
+    l1_data > 0
+        && a_bytes.saturating_mul(2) <= l1_data
+        && walk_unblocked(mr, nr, (m, n, k), elem_bytes, threads, true)
 }
 
 /// Visit every `(ia, ib)` tile of the `m × n` panel rectangle exactly once,
