@@ -193,9 +193,12 @@ pub fn optimized_graph(path: &std::path::Path, input: &[usize], format: GraphFor
     if input.len() == 4 {
         feed_channel_last(&mut model)?;
     }
-    // Decluttered first: the loader's identity casts gone, the chains are in their plain form.
-    let (model, _) = crate::quantise_fusion::fuse_quantise_chains(model.into_decluttered()?)?;
-    model.into_optimized()
+    // Fused between the two halves of `into_optimized`: after decluttering (the loader's identity
+    // casts gone, the chains in their plain form), before codegen.
+    model.declutter()?;
+    let (mut model, _) = crate::quantise_fusion::fuse_quantise_chains(model)?;
+    model.optimize()?;
+    Ok(model)
 }
 
 fn load_plan(
