@@ -829,6 +829,11 @@ element_wise_oop!(is_nan, IsNan,
 
 #[cfg(test)]
 mod tests {
+    use crate::ops::binary::TypedBinOp;
+
+    use super::*;
+    use ndarray::arr2;
+
     /// The branchless rounding agrees with tract-data's, bit for bit, on ties, signed zeros,
     /// the 2^23 boundary, infinities, NaN and a sweep of ordinary values.
     #[test]
@@ -866,11 +871,6 @@ mod tests {
         }
         assert!(round_ties_to_even_branchless(f32::NAN).is_nan());
     }
-
-    use crate::ops::binary::TypedBinOp;
-
-    use super::*;
-    use ndarray::arr2;
 
     // Rust checks integer division and remainder overflow in every profile, not only where
     // overflow-checks is on, so `MIN / -1` panicked even in a release build. These pin the
