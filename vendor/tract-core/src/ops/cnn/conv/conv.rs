@@ -14,7 +14,7 @@ use crate::ops::cast::cast;
 use crate::ops::cnn::PaddingSpec::*;
 use crate::ops::cnn::conv::block_quant::{BlockQuantIntoShape, SplitGroupBlockQuant};
 use crate::ops::cnn::conv::lazy_im2col::LazyIm2Col;
-use crate::ops::cnn::conv::lazy_im2col::LazyIm2colParams;
+use crate::ops::cnn::conv::lazy_im2col::{LazyIm2colPadding, LazyIm2colParams};
 use crate::ops::cnn::wire_reshape_bias_for_bin;
 use crate::ops::einsum::EinSum;
 use crate::ops::math::{Add, Div, Mul, Sub};
@@ -450,37 +450,15 @@ impl Conv {
         name: &str,
         wire: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let &[mut x, kernel, bias] = wire else { bail!("Wrong number of inputs") };
-        let mut x_fact = model.outlet_fact(x)?.clone();
+        let &[x, kernel, bias] = wire else { bail!("Wrong number of inputs") };
+        let x_fact = model.outlet_fact(x)?.clone();
         let w_fact = model.outlet_fact(kernel)?.clone();
         let (geo, m, k, n) = self.compute_geo(&x_fact)?;
         let (mmm, packing) = self.choose_impl(&x_fact, &w_fact, m, k, &n)?;
         debug!("{name} as lazy_im2col: m={m} k={k} n={n} {mmm:?}");
         let input_shape = x_fact.shape.as_concrete().unwrap().to_vec();
-        let mut geo = geo.to_concrete(&input_shape)?.into_owned();
-        let mut input_shape: DataShape = self.pool_spec.data_format.shape(input_shape.into())?;
-        let padding = self.pool_spec.computed_padding(input_shape.hw_dims());
-        if padding.iter().any(|axis| axis.pad_before != 0 || axis.pad_after != 0) {
-            let mut pads = vec![(0, 0); x_fact.rank()];
-            for (ix, ax) in padding.iter().enumerate() {
-                pads[input_shape.h_axis() + ix] = (ax.pad_before, ax.pad_after);
-            }
-            let op = crate::ops::array::Pad {
-                mode: crate::ops::array::PadMode::Constant(
-                    Tensor::zero_scalar_dt(x_fact.datum_type)?.into_arc_tensor(),
-                ),
-                pads,
-            };
-            x = model.wire_node(format!("{name}.pad"), op, &[x])?[0];
-            let valid_pool_spec = PoolSpec { padding: Valid, ..self.pool_spec.clone() };
-            x_fact = model.outlet_fact(x)?.clone();
-            let concrete_shape = x_fact.shape.as_concrete().unwrap();
-            input_shape = valid_pool_spec.data_format.shape(concrete_shape.into())?;
-            geo = valid_pool_spec
-                .compute_geo(&x_fact.shape)?
-                .to_concrete(concrete_shape)?
-                .into_owned();
-        }
+        let geo = geo.to_concrete(&input_shape)?.into_owned();
+        let input_shape: DataShape = self.pool_spec.data_format.shape(input_shape.into())?;
         let c_dt = crate::ops::matmul::output_type(x_fact.datum_type);
         let c_stride = input_shape.c_stride();
         let size_of_b = x_fact.datum_type.size_of() as isize;
@@ -509,7 +487,8 @@ impl Conv {
                 )
             })?
             .clone();
-        let params = LazyIm2colParams { packer, n_byte_offsets, k_byte_offsets };
+        let padding = geo.patch.padded.then(|| lazy_im2col_padding(&geo.patch, packer.r));
+        let params = LazyIm2colParams { packer, n_byte_offsets, k_byte_offsets, padding };
         let x = model.wire_node(
             format!("{name}.lazyIm2col"),
             LazyIm2Col { params: Arc::new(params), group: self.group, group_stride_bytes },
@@ -1559,6 +1538,26 @@ fn lazy_im2col_max_eager_bytes() -> usize {
     TRACT_LAZY_IM2COL_MAX_EAGER_BYTES.get()
 }
 
+/// Where `patch`'s patches reach into its padding, for lazy im2col to read the unpadded input.
+fn lazy_im2col_padding(patch: &crate::ops::cnn::Patch, r: usize) -> LazyIm2colPadding {
+    let rank = patch.rank();
+    let mut centers = Vec::with_capacity(patch.output_shape.iter().product::<usize>() * rank);
+    let mut coords = tvec![0usize; rank];
+    'patches: while !patch.output_shape.contains(&0) {
+        centers.extend(coords.iter().zip(&patch.spec.strides).map(|(&c, &s)| (c * s) as isize));
+        for axis in (0..rank).rev() {
+            coords[axis] += 1;
+            if coords[axis] < patch.output_shape[axis] {
+                continue 'patches;
+            }
+            coords[axis] = 0;
+        }
+        break;
+    }
+    let taps: Vec<isize> = patch.data_field.iter().copied().collect();
+    LazyIm2colPadding::new(&patch.spec.input_shape, &centers, &taps, r)
+}
+
 fn should_use_lazy(
     pool_spec: &PoolSpec,
     group: usize,
@@ -1875,5 +1874,115 @@ mod test {
         assert!(values.iter().any(|v| *v < 0.0) && values.iter().any(|v| *v > 6.0));
         expected.to_plain_array_view_mut::<f32>()?.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
         found.close_enough(&expected, Approximation::Exact)
+    }
+
+    /// A direct convolution, one output at a time: the reference for the lazy im2col tests.
+    /// Input `[1, h, w, c]` (NHWC) or `[1, c, h, w]` (NCHW), kernel OIHW, zeros in the padding.
+    #[allow(clippy::too_many_arguments)]
+    fn direct_conv(
+        fmt: DataFormat,
+        x: &[f32],
+        (h, w, ci): (usize, usize, usize),
+        kernel: &[f32],
+        (kh, kw, co): (usize, usize, usize),
+        (pad_top, pad_left): (usize, usize),
+        (sh, sw): (usize, usize),
+        (oh, ow): (usize, usize),
+    ) -> Vec<f32> {
+        let at = |y: usize, x_: usize, c: usize| match fmt {
+            NHWC => (y * w + x_) * ci + c,
+            _ => (c * h + y) * w + x_,
+        };
+        let mut out = vec![0f32; oh * ow * co];
+        for (oy, ox, o) in tract_data::itertools::iproduct!(0..oh, 0..ow, 0..co) {
+            let mut sum = 0f32;
+            for (ky, kx, c) in tract_data::itertools::iproduct!(0..kh, 0..kw, 0..ci) {
+                let y = (oy * sh + ky) as isize - pad_top as isize;
+                let x_ = (ox * sw + kx) as isize - pad_left as isize;
+                if y >= 0 && x_ >= 0 && (y as usize) < h && (x_ as usize) < w {
+                    sum += x[at(y as usize, x_ as usize, c)]
+                        * kernel[((o * ci + c) * kh + ky) * kw + kx];
+                }
+            }
+            let index = match fmt {
+                NHWC => (oy * ow + ox) * co + o,
+                _ => (o * oh + oy) * ow + ox,
+            };
+            out[index] = sum;
+        }
+        out
+    }
+
+    /// A padded convolution lowered to lazy im2col reads its input as it is, with no `Pad` ahead
+    /// of it, and writes zeros for the taps in the padding: every tap, in panels of patches wholly
+    /// inside the input (a gather where the CPU has AVX-512) and at its edges, equals a direct
+    /// convolution's, for both layouts, padding before and after, strides and image sizes that
+    /// leave a partial last panel.
+    #[test]
+    fn lazy_im2col_reads_around_the_padding() -> TractResult<()> {
+        let cases = [
+            // (h, w, ci, co, kernel, pads (top, left, bottom, right), strides)
+            (160, 160, 3, 32, (3, 3), (0, 0, 1, 1), (2, 2)),
+            (21, 19, 3, 16, (3, 3), (1, 1, 1, 1), (1, 1)),
+            (17, 23, 4, 8, (5, 5), (2, 1, 2, 3), (2, 1)),
+            (9, 7, 2, 24, (3, 3), (0, 2, 1, 0), (1, 2)),
+        ];
+        for fmt in [NHWC, NCHW] {
+            for &(h, w, ci, co, (kh, kw), (pt, pl, pb, pr), (sh, sw)) in &cases {
+                let x: Vec<f32> = (0..h * w * ci).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+                let kernel: Vec<f32> =
+                    (0..co * ci * kh * kw).map(|i| (i as f32 * 0.11).cos()).collect();
+                let shape = match fmt {
+                    NHWC => tvec!(1, h, w, ci),
+                    _ => tvec!(1, ci, h, w),
+                };
+                let mut model = TypedModel::default();
+                let source = model.add_source("x", f32::fact(&shape))?;
+                let k = model.add_const("k", Tensor::from_shape(&[co, ci, kh, kw], &kernel)?)?;
+                let b = model.add_const("b", rctensor0(0f32))?;
+                let pool_spec = PoolSpec {
+                    data_format: fmt,
+                    kernel_shape: tvec!(kh, kw),
+                    padding: Explicit(tvec!(pt, pl), tvec!(pb, pr)),
+                    dilations: None,
+                    strides: Some(tvec!(sh, sw)),
+                    input_channels: ci,
+                    output_channels: co,
+                };
+                let conv =
+                    Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: 1, q_params: None };
+                let y = model.wire_node("conv", conv, &[source, k, b])?;
+                model.select_output_outlets(&y)?;
+                let optimised = model.into_optimized()?;
+                let case =
+                    format!("{fmt:?} {h}x{w}x{ci} -> {co}, {kh}x{kw}, pads {pt} {pl} {pb} {pr}");
+                assert!(
+                    optimised.nodes().iter().any(|n| n.op_is::<LazyIm2Col>()),
+                    "{case}: not lazy"
+                );
+                assert!(
+                    !optimised.nodes().iter().any(|n| n.op_is::<Pad>()),
+                    "{case}: padded ahead"
+                );
+                let (oh, ow) = ((h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1);
+                let input = Tensor::from_shape(&shape, &x)?;
+                let found = optimised.into_runnable()?.run(tvec!(input.into_tvalue()))?.remove(0);
+                let expected = direct_conv(
+                    fmt,
+                    &x,
+                    (h, w, ci),
+                    &kernel,
+                    (kh, kw, co),
+                    (pt, pl),
+                    (sh, sw),
+                    (oh, ow),
+                );
+                let expected = Tensor::from_shape(found.shape(), &expected)?;
+                found
+                    .close_enough(&expected, Approximation::Approximate)
+                    .with_context(|| case.clone())?;
+            }
+        }
+        Ok(())
     }
 }
