@@ -12,7 +12,9 @@ pub struct LazyIm2colParams {
     pub n_byte_offsets: Vec<isize>,
     pub k_byte_offsets: Vec<isize>,
     /// Set when the convolution pads its input: the offsets then address the unpadded input, and
-    /// the taps that fall in the padding are written as zeros instead of read.
+    /// the taps that fall in the padding are written as zeros instead of read. A kernel offset
+    /// alone can then point before the input (a tap above or left of the centre), so it is added
+    /// with `wrapping_offset`; only a tap's full offset, inside the input, is read.
     pub padding: Option<LazyIm2colPadding>,
 }
 
@@ -243,7 +245,7 @@ impl LazyIm2colInput {
             let o7 = *n_byte_offsets.offset(n + 6);
             let o8 = *n_byte_offsets.offset(n + 7);
             for k in k_range.start..k_range.end {
-                let ptr = ptr.offset(*k_byte_offsets.offset(k));
+                let ptr = ptr.wrapping_offset(*k_byte_offsets.offset(k));
                 let v1 = *(ptr.offset(o1) as *const T);
                 let v2 = *(ptr.offset(o2) as *const T);
                 let v3 = *(ptr.offset(o3) as *const T);
@@ -281,7 +283,7 @@ impl LazyIm2colInput {
             let o5 = *n_byte_offsets.offset(n + 4);
             let o6 = *n_byte_offsets.offset(n + 5);
             for k in k_range.start..k_range.end {
-                let ptr = ptr.offset(*k_byte_offsets.offset(k));
+                let ptr = ptr.wrapping_offset(*k_byte_offsets.offset(k));
                 let v1 = *(ptr.offset(o1) as *const T);
                 let v2 = *(ptr.offset(o2) as *const T);
                 let v3 = *(ptr.offset(o3) as *const T);
@@ -313,7 +315,7 @@ impl LazyIm2colInput {
             let o3 = *n_byte_offsets.offset(n + 2);
             let o4 = *n_byte_offsets.offset(n + 3);
             for k in k_range.start..k_range.end {
-                let ptr = ptr.offset(*k_byte_offsets.offset(k));
+                let ptr = ptr.wrapping_offset(*k_byte_offsets.offset(k));
                 let v1 = *(ptr.offset(o1) as *const T);
                 let v2 = *(ptr.offset(o2) as *const T);
                 let v3 = *(ptr.offset(o3) as *const T);
@@ -339,7 +341,7 @@ impl LazyIm2colInput {
             let o1 = *n_byte_offsets.offset(n);
             let o2 = *n_byte_offsets.offset(n + 1);
             for k in k_range.start..k_range.end {
-                let ptr = ptr.offset(*k_byte_offsets.offset(k));
+                let ptr = ptr.wrapping_offset(*k_byte_offsets.offset(k));
                 let v1 = *(ptr.offset(o1) as *const T);
                 let v2 = *(ptr.offset(o2) as *const T);
                 writer.write(v1);
@@ -363,7 +365,7 @@ impl LazyIm2colInput {
         unsafe {
             let ptr = self.tensor.as_ptr_unchecked::<u8>().offset(self.group_offset_bytes);
             for k in k_range {
-                let tap = ptr.offset(self.im2col.k_byte_offsets[k as usize]);
+                let tap = ptr.wrapping_offset(self.im2col.k_byte_offsets[k as usize]);
                 let masks = &masks[(k as usize % positions) * words..][..words];
                 for (j, n) in (mn_range.start..n_end).enumerate() {
                     let value = if masks[j / 64] & (1 << (j % 64)) != 0 {
@@ -397,7 +399,7 @@ impl LazyIm2colInput {
             let k_byte_offsets = self.im2col.k_byte_offsets.as_ptr();
             let n_byte_offsets = self.im2col.n_byte_offsets.as_ptr();
             for k in k_range.start..k_range.end {
-                let ptr = ptr.offset(*k_byte_offsets.offset(k));
+                let ptr = ptr.wrapping_offset(*k_byte_offsets.offset(k));
                 let mut n = n_range.start;
                 while n + 8 <= n_range.end {
                     let o1 = *n_byte_offsets.offset(n);
@@ -538,7 +540,7 @@ impl LazyIm2colInput {
             // position. Lanes whose tap is in the padding are not read, and stay zero.
             let mut edge_masks = edge.map(|(_, masks)| masks.iter().cycle());
             for &k_offset in &self.im2col.k_byte_offsets {
-                let tap = base.offset(k_offset) as *const f32;
+                let tap = base.wrapping_offset(k_offset) as *const f32;
                 let reads = edge_masks.as_mut().map_or(mask, |masks| *masks.next().unwrap() as u16);
                 let values =
                     _mm512_mask_i32gather_ps::<1>(_mm512_setzero_ps(), reads, origins, tap as _);
