@@ -55,19 +55,16 @@ impl LazyIm2colPadding {
             .map(|panel| {
                 let lanes = panel * r..((panel + 1) * r).min(patches);
                 let mut masks = vec![0u64; positions * words];
+                let mut inside = true;
                 for position in 0..positions {
                     for (j, n) in lanes.clone().enumerate() {
                         if reads_input(n, position) {
                             masks[position * words + j / 64] |= 1 << (j % 64);
+                        } else {
+                            inside = false;
                         }
                     }
                 }
-                let inside = (0..positions).all(|position| {
-                    lanes
-                        .clone()
-                        .enumerate()
-                        .all(|(j, _)| masks[position * words + j / 64] & (1 << (j % 64)) != 0)
-                });
                 if inside { vec![] } else { masks }
             })
             .collect();
@@ -561,7 +558,8 @@ impl LazyIm2colInput {
         let packed = buffer.unwrap();
         let edge = self.im2col.padding.as_ref().map(|p| (p.positions, &*p.panel_masks[i]));
         let edge = edge.filter(|(_, masks)| !masks.is_empty());
-        if mn_range.len() == r && mn_start.is_multiple_of(r) {
+        let full_panel = mn_range.len() == r && mn_start.is_multiple_of(r);
+        if full_panel {
             #[cfg(target_arch = "x86_64")]
             if std::mem::size_of::<T>() == 4
                 && r <= 16
@@ -581,7 +579,7 @@ impl LazyIm2colInput {
             self.write_padded(positions, masks, &mut writer, k_range, mn_range);
             return packed;
         }
-        if mn_range.len() == r && mn_start.is_multiple_of(r) {
+        if full_panel {
             let mut writer = self.im2col.packer.write_single_panel_with_k_outer(packed as *mut T);
             self.write(&mut writer, k_range, mn_range);
         } else {
