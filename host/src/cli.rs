@@ -50,6 +50,9 @@ pub enum Command {
     Predict(PredictArgs),
     /// Export a trained model as an ONNX bundle for the edge (fp32, or int8 with --calibrate).
     Export(ExportArgs),
+    /// Quantise an fp32 bundle to int8 without its trained model (a bundle from elsewhere, or
+    /// again after the quantiser changed): the same graphs, checks and card as `export --calibrate`.
+    Quantise(QuantiseArgs),
     /// Bind a bundle's graphs to its card again: upgrade a bundle exported before card binding, or
     /// accept a deliberate, reviewed edit of its model.json. The graphs must be unchanged.
     Bind(BundleArgs),
@@ -126,6 +129,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => run_eval(args),
         Command::Predict(args) => run_predict(args),
         Command::Export(args) => run_export(args),
+        Command::Quantise(args) => run_quantise(args),
         Command::Bind(args) => run_bind(args),
         Command::Nnef(args) => run_nnef(args),
         Command::Keygen(args) => signing::run_keygen(args),
@@ -267,6 +271,37 @@ fn run_export(args: ExportArgs) -> Result<()> {
         format!("{:?}", card.precision).to_lowercase(),
         report.bundle.display()
     );
+    if let (Some(key), Some(path)) = (signing_key, &args.sign) {
+        signing::sign_with(&report.bundle, &key, path)?;
+    }
+    Ok(())
+}
+
+fn run_quantise(args: QuantiseArgs) -> Result<()> {
+    let signing_key = args.sign.as_deref().map(cdnet_shared::signature::read_signing_key).transpose()?;
+    let report = crate::export::from_bundle::quantise_bundle(&crate::export::from_bundle::QuantiseOptions {
+        bundle: args.bundle,
+        out: args.out,
+        name: args.name,
+        calibrate: args.calibrate,
+        calibration_images: args.calibration_images,
+        data: args.data,
+        force: args.force,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    })?;
+    let card = &report.card;
+    let metrics = report.metrics.as_ref().map_or(String::new(), |m| {
+        format!(
+            ", {} accuracy {:.4} macro F1 {:.4} (fp32 {:.4}), heatmap peak as fp32's on {:.1} % of images",
+            card.metrics["split"].as_str().unwrap_or("?"),
+            m.accuracy,
+            m.macro_f1,
+            card.metrics["fp32"]["macro_f1"].as_f64().unwrap_or(f64::NAN),
+            100.0 * card.metrics["int8_same_heatmap_peak_as_fp32"].as_f64().unwrap_or(f64::NAN)
+        )
+    });
+    let quantised = card.export["quantisation"]["quantised_convs"].as_u64().unwrap_or(0);
+    println!("quantised {:?} to {} ({quantised} int8 convolutions){metrics}", card.name, report.bundle.display());
     if let (Some(key), Some(path)) = (signing_key, &args.sign) {
         signing::sign_with(&report.bundle, &key, path)?;
     }

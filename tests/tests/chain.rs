@@ -333,3 +333,65 @@ fn burn_tract_and_onnxruntime_agree() {
         );
     }
 }
+
+/// `cdnet quantise` makes from the fp32 bundle alone the int8 bundle that `cdnet export
+/// --calibrate` makes from the trained model (same quantiser, same calibration images), with the
+/// card's metrics and its provenance, and refuses what it cannot quantise.
+#[test]
+fn quantise_makes_the_int8_bundle_from_the_fp32_bundle() {
+    let chain = chain();
+    let out = chain.dir.join("bundle-int8-quantised");
+    let (fp32, out_arg) = (chain.fp32.to_str().unwrap(), out.to_str().unwrap());
+    let (train, data) = (chain.data.join("train"), chain.data.to_str().unwrap());
+    let quantise = |bundle: &str, out: &str| {
+        cdnet_integration::cdnet(&[
+            "quantise",
+            "--bundle",
+            bundle,
+            "--out",
+            out,
+            "--calibrate",
+            train.to_str().unwrap(),
+            "--calibration-images",
+            "16",
+            "--data",
+            data,
+        ])
+    };
+    quantise(fp32, out_arg).unwrap();
+
+    let made = Bundle::open(&out).unwrap().card;
+    let exported = Bundle::open(&chain.int8).unwrap().card;
+    assert_eq!(made.precision, cdnet_shared::bundle::Precision::Int8);
+    let quantised = &made.export["quantisation"]["quantised_convs"];
+    assert!(quantised.as_u64().is_some_and(|n| n > 0), "{}", made.export);
+    assert_eq!(quantised, &exported.export["quantisation"]["quantised_convs"]);
+    assert_eq!(made.export["backbone_ops"]["QLinearConv"], *quantised);
+    assert_eq!(
+        made.export["source_bundle_files"],
+        serde_json::to_value(&Bundle::open(&chain.fp32).unwrap().card.files).unwrap()
+    );
+    for key in ["int8_same_class_as_fp32", "int8_same_heatmap_peak_as_fp32"] {
+        assert!(made.metrics[key].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)), "{key}: {}", made.metrics);
+    }
+    assert!(made.metrics["int8"]["macro_f1"].is_number(), "{}", made.metrics);
+
+    // Both int8 bundles answer alike: the graphs differ only in node names and in the last bit of
+    // a few activation scales (calibrated through the written fp32 graph, not burn's capture).
+    let a = Pipeline::load(Bundle::open(&out).unwrap(), Threads(1)).unwrap();
+    let b = Pipeline::load(Bundle::open(&chain.int8).unwrap(), Threads(1)).unwrap();
+    for plane in cdnet_host::export::phantom_planes(&made.preprocess, 10).unwrap() {
+        let (x, y) = (a.infer_plane(&plane).unwrap(), b.infer_plane(&plane).unwrap());
+        assert_eq!(x.class, y.class);
+        assert!(max_abs(&x.probabilities, &y.probabilities) < 1e-2, "{:?} vs {:?}", x.probabilities, y.probabilities);
+    }
+
+    // Refusals: an int8 bundle, an output in use, the source folder itself.
+    let other = chain.dir.join("bundle-int8-twice");
+    let error = quantise(out_arg, other.to_str().unwrap()).unwrap_err().to_string();
+    assert!(error.contains("already an int8 bundle"), "{error}");
+    let error = quantise(fp32, out_arg).unwrap_err().to_string();
+    assert!(error.contains("already exists") && error.contains("--force"), "{error}");
+    let error = quantise(fp32, fp32).unwrap_err().to_string();
+    assert!(error.contains("is the fp32 bundle itself"), "{error}");
+}

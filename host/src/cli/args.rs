@@ -106,6 +106,36 @@ pub struct GateArgs {
     pub margin: f32,
 }
 
+/// `cdnet quantise`.
+#[derive(Debug, Args)]
+pub struct QuantiseArgs {
+    /// The fp32 bundle folder to quantise.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// Bundle folder to create, e.g. models/my-scanner-int8.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Bundle name (default: the folder name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Calibrate on the images under this folder (the training images, as for `export --calibrate`).
+    #[arg(long, value_name = "DIR")]
+    pub calibrate: PathBuf,
+    /// How many calibration images to use.
+    #[arg(long, default_value_t = 64)]
+    pub calibration_images: usize,
+    /// Labelled data for the card's metrics (default: the data the card says the model was
+    /// trained on, if present).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Replace an existing bundle folder.
+    #[arg(long)]
+    pub force: bool,
+    /// Sign the bundle with this ed25519 private key (PKCS#8 PEM, from `cdnet keygen`).
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign: Option<PathBuf>,
+}
+
 /// `cdnet export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {

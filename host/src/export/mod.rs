@@ -9,6 +9,7 @@
 //! expressed in its graph). Every export is checked by running the bundle with tract, the edge's
 //! runtime, against burn.
 
+pub mod from_bundle;
 pub mod gate;
 pub mod nnef;
 pub mod onnx;
@@ -29,6 +30,7 @@ use cdnet_shared::bundle::{
     Precision,
 };
 use cdnet_shared::gate::GateSettings;
+use cdnet_shared::labels::LabelSet;
 use cdnet_shared::postprocess::top_class;
 use cdnet_shared::runtime::{Pipeline, Threads};
 use onnx::Graph;
@@ -185,7 +187,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     let mut fp32_card = ModelCard { precision: Precision::Fp32, ..card.clone() };
     write_bundle(&fp32_dir, &backbone, &head, &mut fp32_card)?;
     let fp32 = Pipeline::load(Bundle::open(&fp32_dir)?, Threads(1))?;
-    let parity_samples = parity_planes(&info, evaluation.as_ref().map(|(_, s)| &s[..]))?;
+    let parity_samples = parity_planes(&info.preprocess, evaluation.as_ref().map(|(_, s)| &s[..]))?;
     let worst = burn_tract_parity(&model, &info, &fp32, &parity_samples)?;
 
     let mut metrics = serde_json::Map::new();
@@ -200,11 +202,16 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
         final_metrics = Some(fp32_metrics);
     }
     if let Some(calibration) = &options.calibrate {
-        let quantised = QuantisedExport { backbone: &backbone, head: &head, fp32: &fp32, info: &info };
+        let quantised = QuantisedExport {
+            backbone: &backbone,
+            head: &head,
+            fp32: &fp32,
+            calibration,
+            calibration_images: options.calibration_images,
+            out: &options.out,
+        };
         let samples = evaluation.as_ref().map(|(_, s)| &s[..]);
-        if let Some(int8_metrics) =
-            quantised.write(options, calibration, &mut card, samples, &fp32_probabilities, &mut metrics)?
-        {
+        if let Some(int8_metrics) = quantised.write(&mut card, samples, &fp32_probabilities, &mut metrics)? {
             final_metrics = Some(int8_metrics);
         }
     } else {
@@ -292,12 +299,21 @@ fn card_for(options: &ExportOptions, info: &ModelInfo, zoom: bool, backbone: &Gr
 
 /// Evaluation data: given, or the data the model was trained on if it is still there.
 fn evaluation_data(options: &ExportOptions, info: &ModelInfo) -> Result<Option<Dataset>> {
-    let data_root = options
-        .data
-        .clone()
-        .or_else(|| info.training["data"]["root"].as_str().map(PathBuf::from).filter(|p| p.is_dir()));
-    let dataset =
-        data_root.as_deref().map(|root| gate::load_for_model(root, &info.preprocess, &info.labels)).transpose()?;
+    evaluation_data_for(options.data.as_deref(), &info.training, &info.preprocess, &info.labels)
+}
+
+/// Evaluation data: `data` if given, else the folder `training` (a card's or a run's training
+/// record) names, if it is still there.
+fn evaluation_data_for(
+    data: Option<&Path>,
+    training: &serde_json::Value,
+    preprocess: &PreprocessConfig,
+    labels: &LabelSet,
+) -> Result<Option<Dataset>> {
+    let data_root = data
+        .map(Path::to_path_buf)
+        .or_else(|| training["data"]["root"].as_str().map(PathBuf::from).filter(|p| p.is_dir()));
+    let dataset = data_root.as_deref().map(|root| gate::load_for_model(root, preprocess, labels)).transpose()?;
     if dataset.is_none() {
         tracing::warn!("no evaluation data (pass --data): the card will carry no metrics");
     }
@@ -306,10 +322,10 @@ fn evaluation_data(options: &ExportOptions, info: &ModelInfo) -> Result<Option<D
 
 /// The planes the parity checks run on: up to 16 evaluation images or, without any, phantom
 /// frames, so no bundle leaves unchecked.
-fn parity_planes(info: &ModelInfo, samples: Option<&[Sample]>) -> Result<Vec<Vec<f32>>> {
+fn parity_planes(preprocess: &PreprocessConfig, samples: Option<&[Sample]>) -> Result<Vec<Vec<f32>>> {
     Ok(match samples {
-        Some(samples) => samples.iter().take(16).map(|s| normalised(s, &info.preprocess.normalization)).collect(),
-        None => phantom_planes(&info.preprocess, 4)?,
+        Some(samples) => samples.iter().take(16).map(|s| normalised(s, &preprocess.normalization)).collect(),
+        None => phantom_planes(preprocess, 4)?,
     })
 }
 
@@ -338,12 +354,17 @@ fn burn_tract_parity(model: &Cdnet, info: &ModelInfo, fp32: &Pipeline, planes: &
     Ok(worst)
 }
 
-/// The int8 stage: what it quantises and checks against.
+/// The int8 stage: what it quantises and checks against, and where it writes.
 struct QuantisedExport<'a> {
     backbone: &'a Graph,
     head: &'a Graph,
     fp32: &'a Pipeline,
-    info: &'a ModelInfo,
+    /// Folder of calibration images.
+    calibration: &'a Path,
+    /// How many of them to use (at most).
+    calibration_images: usize,
+    /// The int8 bundle's folder.
+    out: &'a Path,
 }
 
 impl QuantisedExport<'_> {
@@ -351,18 +372,18 @@ impl QuantisedExport<'_> {
     /// with evaluation images, records its metrics and how often it agrees with fp32.
     fn write(
         &self,
-        options: &ExportOptions,
-        calibration: &Path,
         card: &mut ModelCard,
         samples: Option<&[Sample]>,
         fp32_probabilities: &[Vec<f32>],
         metrics: &mut serde_json::Map<String, serde_json::Value>,
     ) -> Result<Option<Metrics>> {
-        let images = quantize::calibration_planes(calibration, self.info, options.calibration_images)?;
+        let preprocess = &self.fp32.bundle().card.preprocess;
+        let images = quantize::calibration_planes(self.calibration, preprocess, self.calibration_images)?;
         let quantised = quantize::quantize(self.backbone, self.fp32, &images)?;
         card.export["quantisation"] = serde_json::to_value(&quantised.summary)?;
-        write_bundle(&options.out, &quantised.graph, self.head, card)?;
-        let int8 = Pipeline::load(Bundle::open(&options.out)?, Threads(1))?;
+        card.export["backbone_ops"] = serde_json::to_value(quantised.graph.op_counts())?;
+        write_bundle(self.out, &quantised.graph, self.head, card)?;
+        let int8 = Pipeline::load(Bundle::open(self.out)?, Threads(1))?;
         let Some(samples) = samples else { return Ok(None) };
         let int8_probabilities = run_bundle(&int8, samples)?;
         let int8_metrics = metrics_of(&int8, samples, &int8_probabilities);
@@ -371,6 +392,21 @@ impl QuantisedExport<'_> {
             / samples.len().max(1) as f64;
         metrics.insert("int8".into(), serde_json::to_value(&int8_metrics)?);
         metrics.insert("int8_same_class_as_fp32".into(), serde_json::json!(agree));
+        let peaks = same_heatmap_peak(self.fp32, &int8, samples)?;
+        metrics.insert("int8_same_heatmap_peak_as_fp32".into(), serde_json::json!(peaks));
         Ok(Some(int8_metrics))
     }
+}
+
+/// The fraction of `samples` on which two bundles put the heatmap's hottest cell in the same place:
+/// what quantisation costs the screen's lesion marker, which the classes alone do not show.
+fn same_heatmap_peak(a: &Pipeline, b: &Pipeline, samples: &[Sample]) -> Result<f64> {
+    let normalization = &a.bundle().card.preprocess.normalization;
+    let peak = |heatmap: &[f32]| heatmap.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|(i, _)| i);
+    let mut same = 0;
+    for sample in samples {
+        let plane = normalised(sample, normalization);
+        same += usize::from(peak(&a.infer_plane(&plane)?.heatmap) == peak(&b.infer_plane(&plane)?.heatmap));
+    }
+    Ok(same as f64 / samples.len().max(1) as f64)
 }

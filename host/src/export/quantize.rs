@@ -5,9 +5,10 @@
 //! x (f32) → QuantizeLinear(s_x, 0: i8) → QLinearConv(w: i8, bias: i32) → DequantizeLinear(s_y, 0) → f32
 //! ```
 //!
-//! Dense convolutions whose arithmetic intensity pays for the conversions (see [`dense_convs`]) are
-//! quantised; depthwise convolutions, thin layers, activations, SE gating and residual additions
-//! stay in float (tract has no integer depthwise kernel). Activations are symmetric i8 per tensor
+//! Dense convolutions with reductions long enough to pay for the conversions (see [`dense_convs`])
+//! are quantised; depthwise convolutions, short-reduction layers (the stem, the expansions of the
+//! early stages), activations, SE gating and residual additions stay in float (tract has no integer
+//! depthwise kernel). Activations are symmetric i8 per tensor
 //! (zero point 0, so the integer matmul needs no zero-point corrections), their ranges the 0.01 %
 //! and 99.99 % percentiles over the calibration set: the calibration images plus their centre-zoom
 //! views, because the backbone sees both at inference. Weights are symmetric i8 with **one scale
@@ -16,13 +17,12 @@
 //! requantisation passes cost far more than they save. The accuracy cost is reported in the card.
 
 use super::onnx::{Graph, f32_tensor, node, read_f32};
-use crate::model::saved::ModelInfo;
 use anyhow::{Context, Result, bail};
-use cdnet_shared::GrayImage;
 use cdnet_shared::imageio::{file_kind, read_gray_frames};
 use cdnet_shared::preprocess::preprocess_plane;
 use cdnet_shared::runtime::Pipeline;
 use cdnet_shared::zoom::crop_and_resize;
+use cdnet_shared::{GrayImage, PreprocessConfig};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -34,8 +34,10 @@ use tract_onnx::prelude::*;
 pub struct QuantisationSummary {
     /// Convolutions quantised to int8.
     pub quantised_convs: usize,
-    /// Convolutions left in float (depthwise).
+    /// Convolutions left in float (depthwise, or reductions shorter than `min_reduction`).
     pub float_convs: usize,
+    /// A dense convolution is quantised when each output sums at least this many products.
+    pub min_reduction: usize,
     /// Calibration images (each also contributes its centre-zoom view).
     pub calibration_images: usize,
     /// Activation range percentiles.
@@ -54,7 +56,7 @@ pub struct Quantised {
 }
 
 /// See [`dense_convs`].
-const MIN_INTENSITY: f64 = 96.0;
+const MIN_REDUCTION: usize = 192;
 const LOW: f64 = 0.0001;
 const HIGH: f64 = 0.9999;
 /// Values kept per tensor per image for the percentiles (evenly strided).
@@ -62,7 +64,7 @@ const SAMPLES_PER_IMAGE: usize = 8192;
 
 /// Normalised input planes from the images under `dir` (any depth, any supported format), at most
 /// `max`, preprocessed exactly as the model expects.
-pub fn calibration_planes(dir: &Path, info: &ModelInfo, max: usize) -> Result<Vec<Vec<f32>>> {
+pub fn calibration_planes(dir: &Path, preprocess: &PreprocessConfig, max: usize) -> Result<Vec<Vec<f32>>> {
     if !dir.is_dir() {
         bail!("calibration folder {} does not exist", dir.display());
     }
@@ -81,7 +83,7 @@ pub fn calibration_planes(dir: &Path, info: &ModelInfo, max: usize) -> Result<Ve
     // Spread the selection over the whole folder (all classes), deterministically.
     let stride = files.len().div_ceil(max.max(1));
     files = files.into_iter().step_by(stride.max(1)).take(max).collect();
-    let n = info.preprocess.input_size;
+    let n = preprocess.input_size;
     let mut planes = Vec::new();
     for path in files {
         let frames = read_gray_frames(&path)?;
@@ -89,21 +91,27 @@ pub fn calibration_planes(dir: &Path, info: &ModelInfo, max: usize) -> Result<Ve
         let image = GrayImage::new(frame.width as usize, frame.height as usize, &frame.pixels)
             .with_context(|| path.display().to_string())?;
         let mut plane = vec![0.0; n * n];
-        preprocess_plane(&image, &info.preprocess, &mut plane).with_context(|| path.display().to_string())?;
+        preprocess_plane(&image, preprocess, &mut plane).with_context(|| path.display().to_string())?;
         planes.push(plane);
     }
     Ok(planes)
 }
 
 /// The convolutions worth quantising, `(node index, input name, output name)`, and how many stay
-/// float. A dense convolution is quantised when its work per quantised value,
-/// `C_out · C_in · k² / (C_in + C_out)` multiply-adds per element converted, is at least
-/// `min_intensity`: below that the quantise/dequantise passes cost more than the integer kernel
-/// saves (measured with tract: thin high-resolution 1×1 layers got slower, wide late layers and the
-/// adapters faster). Depthwise convolutions always stay float.
-fn dense_convs(graph: &Graph, min_intensity: f64) -> (Vec<(usize, String, String)>, usize) {
+/// float. A dense convolution is quantised when each of its outputs sums at least `min_reduction`
+/// products (`C_in · kh · kw`). An integer kernel's time per output tile is mostly fixed (the
+/// requantisation and the store of a 16×16 tile), so it pays over long reductions, and over short
+/// ones the float kernel is as fast before the quantize and dequantize passes are added. Measured
+/// on the field model (Lite0 at 160, tract, AVX-512 + AMX, per layer): 672 → 112 projections 0.17
+/// → 0.03 ms, 1152 → 192 0.15 → 0.03, 192 → 1152 0.15 → 0.06, but 112 → 672 expansions 0.13 →
+/// 0.10 plus about 0.04 of conversions. Against the rule it replaces (intensity
+/// `C_out·C_in·k²/(C_in+C_out)` ≥ 96, which took the expansions and left the 10×10 projections
+/// float) it gained 0.07–0.38 ms a frame with the same `val` macro-F1; the heatmap's peak cell
+/// moved from fp32's on more images (5 % against 2 %), which the card reports
+/// (docs/performance.md, stop 31). Depthwise convolutions always stay float.
+fn dense_convs(graph: &Graph, min_reduction: usize) -> (Vec<(usize, String, String)>, usize) {
     let mut dense = Vec::new();
-    let mut depthwise = 0;
+    let mut float = 0;
     let initializers: std::collections::HashSet<&str> =
         graph.graph().initializer.iter().map(|t| t.name.as_str()).collect();
     for (i, n) in graph.graph().node.iter().enumerate() {
@@ -112,18 +120,17 @@ fn dense_convs(graph: &Graph, min_intensity: f64) -> (Vec<(usize, String, String
         }
         let group = n.attribute.iter().find(|a| a.name == "group").map_or(1, |a| a.i);
         let Some(weight) = graph.graph().initializer.iter().find(|t| t.name == n.input[1]) else {
-            depthwise += 1;
+            float += 1;
             continue;
         };
-        let (c_out, fan_in) = (weight.dims[0] as f64, weight.dims[1..].iter().product::<i64>() as f64);
-        let intensity = c_out * fan_in / (c_out + weight.dims[1] as f64);
-        if group != 1 || !initializers.contains(n.input[1].as_str()) || intensity < min_intensity {
-            depthwise += 1;
+        let reduction = weight.dims[1..].iter().product::<i64>().max(0) as usize;
+        if group != 1 || !initializers.contains(n.input[1].as_str()) || reduction < min_reduction {
+            float += 1;
             continue;
         }
         dense.push((i, n.input[0].clone(), n.output[0].clone()));
     }
-    (dense, depthwise)
+    (dense, float)
 }
 
 /// Runs the float graph with extra outputs on every calibration input and returns the
@@ -194,7 +201,7 @@ fn scalar_i8(name: &str, value: u8) -> TensorProto {
 /// views of the calibration images.
 pub fn quantize(graph: &Graph, fp32: &Pipeline, images: &[Vec<f32>]) -> Result<Quantised> {
     let n = fp32.bundle().card.preprocess.input_size;
-    let (dense, float_convs) = dense_convs(graph, MIN_INTENSITY);
+    let (dense, float_convs) = dense_convs(graph, MIN_REDUCTION);
     // Calibration inputs: each image and its centre-zoom view.
     let mut inputs = Vec::with_capacity(2 * images.len());
     for plane in images {
@@ -323,6 +330,7 @@ pub fn quantize(graph: &Graph, fp32: &Pipeline, images: &[Vec<f32>]) -> Result<Q
         summary: QuantisationSummary {
             quantised_convs: dense.len(),
             float_convs,
+            min_reduction: MIN_REDUCTION,
             calibration_images: images.len(),
             percentiles: [LOW, HIGH],
             scheme: "QLinearConv, i8 symmetric activations per tensor (percentiles), i8 symmetric weights per tensor, i32 bias",
