@@ -394,4 +394,20 @@ fn quantise_makes_the_int8_bundle_from_the_fp32_bundle() {
     assert!(error.contains("already exists") && error.contains("--force"), "{error}");
     let error = quantise(fp32, fp32).unwrap_err().to_string();
     assert!(error.contains("is the fp32 bundle itself"), "{error}");
+    // A missing calibration folder is refused before --force replaces anything.
+    let missing = chain.dir.join("no-such-folder");
+    let error = cdnet_integration::cdnet(&[
+        "quantise",
+        "--bundle",
+        fp32,
+        "--out",
+        out_arg,
+        "--force",
+        "--calibrate",
+        missing.to_str().unwrap(),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("no-such-folder") && error.contains("does not exist"), "{error}");
+    assert!(Bundle::open(&out).is_ok(), "the existing int8 bundle must survive a refused --force");
 }

@@ -42,6 +42,10 @@ pub fn quantise_bundle(options: &QuantiseOptions) -> Result<ExportReport> {
     if source.card.precision != Precision::Fp32 {
         bail!("{} is already an int8 bundle; quantise the fp32 bundle it was made from", options.bundle.display());
     }
+    // Checked before an existing output is replaced, so a mistyped folder costs nothing.
+    if !options.calibrate.is_dir() {
+        bail!("calibration folder {} does not exist (pass the training images' folder)", options.calibrate.display());
+    }
     if same_folder(&options.bundle, &options.out) {
         bail!("--out {} is the fp32 bundle itself; choose another folder", options.out.display());
     }
