@@ -256,14 +256,7 @@ fn run_export(args: ExportArgs) -> Result<()> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
     })?;
     let card = &report.card;
-    let metrics = report.metrics.as_ref().map_or(String::new(), |m| {
-        format!(
-            ", {} accuracy {:.4} macro F1 {:.4}",
-            card.metrics["split"].as_str().unwrap_or("?"),
-            m.accuracy,
-            m.macro_f1
-        )
-    });
+    let metrics = metrics_summary(&report);
     let parity = report.parity_max_abs.map_or(String::new(), |p| format!(", burn vs tract max |Δp| {p:.1e}"));
     println!(
         "exported {:?} {} bundle to {}{metrics}{parity}",
@@ -275,6 +268,20 @@ fn run_export(args: ExportArgs) -> Result<()> {
         signing::sign_with(&report.bundle, &key, path)?;
     }
     Ok(())
+}
+
+/// ", test accuracy … macro F1 …" for a bundle's card, and for an int8 bundle how it compares
+/// with fp32 (macro F1, heatmap peak); empty without evaluation data.
+fn metrics_summary(report: &crate::export::ExportReport) -> String {
+    let Some(m) = &report.metrics else { return String::new() };
+    let card = &report.card.metrics;
+    let mut line =
+        format!(", {} accuracy {:.4} macro F1 {:.4}", card["split"].as_str().unwrap_or("?"), m.accuracy, m.macro_f1);
+    if let Some(peaks) = card["int8_same_heatmap_peak_as_fp32"].as_f64() {
+        let fp32 = card["fp32"]["macro_f1"].as_f64().unwrap_or(f64::NAN);
+        line += &format!(" (fp32 {fp32:.4}), heatmap peak as fp32's on {:.1} % of images", 100.0 * peaks);
+    }
+    line
 }
 
 fn run_quantise(args: QuantiseArgs) -> Result<()> {
@@ -290,16 +297,7 @@ fn run_quantise(args: QuantiseArgs) -> Result<()> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
     })?;
     let card = &report.card;
-    let metrics = report.metrics.as_ref().map_or(String::new(), |m| {
-        format!(
-            ", {} accuracy {:.4} macro F1 {:.4} (fp32 {:.4}), heatmap peak as fp32's on {:.1} % of images",
-            card.metrics["split"].as_str().unwrap_or("?"),
-            m.accuracy,
-            m.macro_f1,
-            card.metrics["fp32"]["macro_f1"].as_f64().unwrap_or(f64::NAN),
-            100.0 * card.metrics["int8_same_heatmap_peak_as_fp32"].as_f64().unwrap_or(f64::NAN)
-        )
-    });
+    let metrics = metrics_summary(&report);
     let quantised = card.export["quantisation"]["quantised_convs"].as_u64().unwrap_or(0);
     println!("quantised {:?} to {} ({quantised} int8 convolutions){metrics}", card.name, report.bundle.display());
     if let (Some(key), Some(path)) = (signing_key, &args.sign) {

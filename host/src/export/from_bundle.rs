@@ -5,9 +5,7 @@
 //! metrics against the fp32 bundle on labelled data; the fp32 card's export record is kept.
 
 use super::onnx::Graph;
-use super::{
-    ExportReport, QuantisedExport, evaluation_data_for, metrics_of, nnef, parity_planes, run_bundle, write_card,
-};
+use super::{ExportReport, QuantisedExport, evaluation_data_for, nnef, parity_planes, record_fp32, write_card};
 use anyhow::{Context, Result, bail};
 use cdnet_shared::bundle::{Bundle, ModelCard, Precision};
 use cdnet_shared::runtime::{Pipeline, Threads};
@@ -66,11 +64,8 @@ pub fn quantise_bundle(options: &QuantiseOptions) -> Result<ExportReport> {
 
     let mut metrics = serde_json::Map::new();
     let mut fp32_probabilities = Vec::new();
-    if let (Some((split, _)), Some(samples)) = (evaluation, samples) {
-        fp32_probabilities = run_bundle(&fp32, samples)?;
-        metrics.insert("split".into(), serde_json::json!(split));
-        metrics.insert("images".into(), serde_json::json!(samples.len()));
-        metrics.insert("fp32".into(), serde_json::to_value(metrics_of(&fp32, samples, &fp32_probabilities))?);
+    if let Some((split, samples)) = evaluation {
+        (fp32_probabilities, _) = record_fp32(&fp32, split, samples, &mut metrics)?;
     }
     let mut card = int8_card(&fp32_card, options, &head);
     let quantised = QuantisedExport {

@@ -194,11 +194,8 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     let mut final_metrics = None;
     let mut fp32_probabilities = Vec::new();
     if let Some((split, samples)) = &evaluation {
-        fp32_probabilities = run_bundle(&fp32, samples)?;
-        let fp32_metrics = metrics_of(&fp32, samples, &fp32_probabilities);
-        metrics.insert("split".into(), serde_json::json!(split));
-        metrics.insert("images".into(), serde_json::json!(samples.len()));
-        metrics.insert("fp32".into(), serde_json::to_value(&fp32_metrics)?);
+        let fp32_metrics;
+        (fp32_probabilities, fp32_metrics) = record_fp32(&fp32, split, samples, &mut metrics)?;
         final_metrics = Some(fp32_metrics);
     }
     if let Some(calibration) = &options.calibrate {
@@ -224,6 +221,22 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     card.metrics = serde_json::Value::Object(metrics);
     write_card(&options.out, &mut card)?;
     Ok(ExportReport { bundle: options.out.clone(), card, parity_max_abs: Some(worst), metrics: final_metrics })
+}
+
+/// Runs the fp32 bundle on the evaluation `samples` and records the split, its size and the fp32
+/// metrics in the card's `metrics`; returns the probabilities (the int8 stage compares with them).
+fn record_fp32(
+    fp32: &Pipeline,
+    split: &str,
+    samples: &[Sample],
+    metrics: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(Vec<Vec<f32>>, Metrics)> {
+    let probabilities = run_bundle(fp32, samples)?;
+    let fp32_metrics = metrics_of(fp32, samples, &probabilities);
+    metrics.insert("split".into(), serde_json::json!(split));
+    metrics.insert("images".into(), serde_json::json!(samples.len()));
+    metrics.insert("fp32".into(), serde_json::to_value(&fp32_metrics)?);
+    Ok((probabilities, fp32_metrics))
 }
 
 /// Refuses what cannot become a bundle: a model without a heatmap, an output folder in use, a
