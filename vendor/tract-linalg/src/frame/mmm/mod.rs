@@ -324,6 +324,7 @@ unsafe fn run_with_scratch_space_vec<K: MatMatMulKer>(
         let k = matmul_k(non_linear);
         match crate::multithread::current_tract_executor() {
             Executor::SingleThread => scratch.run_in_tls_scope(|scratch, tls| {
+                let _tiles = AmxTileScope::enter(ker);
                 for ia in 0..m.divceil(ker.mr()) {
                     scratch.run_one_tile(ker, non_linear, tls, ia, 0)?;
                 }
@@ -346,6 +347,7 @@ unsafe fn run_with_scratch_space_vec<K: MatMatMulKer>(
                 m.saturating_mul(k),
                 |ia_start, ia_end, _, _, _| {
                     scratch.run_in_tls_scope(|scratch, tls| {
+                        let _tiles = AmxTileScope::enter(ker);
                         for ia in ia_start..ia_end {
                             scratch.run_one_tile(ker, non_linear, tls, ia, 0)?;
                         }
@@ -370,6 +372,7 @@ unsafe fn run_with_scratch_space_vec<K: MatMatMulKer>(
                 m.saturating_mul(k),
                 |ia_start, ia_end, _, _, _| {
                     scratch.run_in_tls_scope(|scratch, tls| {
+                        let _tiles = AmxTileScope::enter(ker);
                         for ia in ia_start..ia_end {
                             scratch.run_one_tile(ker, non_linear, tls, ia, 0)?;
                         }
@@ -682,6 +685,7 @@ unsafe fn run_blocked<K: MatMatMulKer>(
         let blk = inner_block_edge(mr, nr, k, elem, m_panels, n_panels, col_outer, l2_share);
         let blk_outer = outer_block_edge(mr, nr, k, elem, blk, m_panels, n_panels, llc_share);
         let _mxcsr = KernelMxcsrScope::enter();
+        let _tiles = AmxTileScope::enter(ker);
         scratch.run_in_tls_scope(|scratch, tls| {
             for_each_blocked_tile(m, n, blk, blk_outer, col_outer, |ia, ib| {
                 scratch.run_one_tile(ker, non_linear, tls, ia, ib)
@@ -744,6 +748,51 @@ impl Drop for KernelMxcsrScope {
         #[cfg(target_arch = "x86_64")]
         if self.caller != KERNEL_MXCSR {
             write_mxcsr(self.caller);
+        }
+    }
+}
+
+/// Releases, when a walk of tiles ends, the AMX tile state its kernel calls leave behind. An AMX
+/// kernel loads its tile configuration only when the one in force differs and does not release
+/// the tiles when it returns (LDTILECFG costs as much as a small tile's arithmetic, and every tile
+/// of a walk needs the same configuration), so the tiles stay configured from the walk's first
+/// tile to its last, on each thread that runs part of the walk; this scope, entered on that
+/// thread, puts them back in their init state on drop, so that no tile state outlives the walk
+/// (the kernel would otherwise keep AMX state live, which costs every context switch 8 KiB of
+/// XSAVE). Inert for a kernel that does not use AMX.
+pub(crate) struct AmxTileScope {
+    #[cfg(target_arch = "x86_64")]
+    uses_tiles: bool,
+}
+
+impl AmxTileScope {
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn enter<K: MatMatMulKer>(ker: &K) -> AmxTileScope {
+        use crate::isa::Isa;
+        let needs = ker.isa().needs;
+        let uses_tiles = needs.iter().any(|i| matches!(i, Isa::X86_64AmxInt8 | Isa::X86_64AmxBf16));
+        AmxTileScope { uses_tiles }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(crate) fn enter<K: MatMatMulKer>(_ker: &K) -> AmxTileScope {
+        AmxTileScope {}
+    }
+}
+
+impl Drop for AmxTileScope {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        if self.uses_tiles {
+            // SAFETY: TILERELEASE (spelled as bytes: the assembler may not know AMX) only runs
+            // when the walk's kernel needs AMX, so the CPU has it and the OS granted this process
+            // the tile state (the kernel could not have run otherwise); it touches no memory.
+            unsafe {
+                std::arch::asm!(
+                    ".byte 0xc4, 0xe2, 0x78, 0x49, 0xc0",
+                    options(nostack, nomem, preserves_flags)
+                )
+            };
         }
     }
 }
@@ -1469,6 +1518,66 @@ mod mxcsr_scope_tests {
         }
         let default = read_mxcsr();
         assert_eq!(default & 0x40, 0, "the test thread's MXCSR has denormals-are-zero set");
+        Ok(())
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64", tract_amx_int8))]
+mod amx_tile_scope_tests {
+    use super::*;
+    use crate::frame::mmm::tests::packed_packed::PackedPackedProblem;
+    use crate::x86_64::mmm::{avx512amx_mmm_i32_8x8, avx512amx_mmm_i32_16x16};
+
+    /// The tile configuration in force on this thread (all zeros in the init state).
+    fn tile_config() -> [u8; 64] {
+        let mut config = [0u8; 64];
+        // SAFETY: STTILECFG [rdi] (spelled as bytes) writes 64 bytes at rdi, a valid buffer; only
+        // called after a runnable AMX kernel, so the CPU and the OS allow it.
+        unsafe {
+            std::arch::asm!(
+                ".byte 0xc4, 0xe2, 0x79, 0x49, 0x07",
+                in("rdi") config.as_mut_ptr(),
+                options(nostack)
+            )
+        };
+        config
+    }
+
+    /// `ker` alone on one tile (or walking an `m × n` frame), against the reference product.
+    fn check<K: MatMatMulKer>(ker: &K, frame: Option<(usize, usize)>) -> TractResult<()> {
+        let (m, n) = frame.unwrap_or((ker.mr(), ker.nr()));
+        let k = 70; // two 64-deep tile steps, the second partial
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 23) as f32 - 11.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 19) as f32 - 9.0).collect();
+        let problem = match frame {
+            Some((m, n)) => PackedPackedProblem::frame(ker, 1, m, n, a, b),
+            None => PackedPackedProblem::kernel(ker, 1, a, b),
+        };
+        problem.run()?.close_enough(&problem.reference()?, true)
+    }
+
+    /// A kernel leaves its configuration loaded; the next kernel with another configuration
+    /// (AMX 8×8 after 16×16, and back) loads its own instead of computing with the wrong tile
+    /// shapes; and a walk of tiles through the frame releases the tiles when it ends.
+    #[test]
+    fn kernels_load_their_configuration_when_it_differs_and_the_walk_releases_it(
+    ) -> TractResult<()> {
+        let (big, small) = (&*avx512amx_mmm_i32_16x16, &*avx512amx_mmm_i32_8x8);
+        if !MatMatMulKer::runnable(big) || !MatMatMulKer::runnable(small) {
+            eprintln!("SKIPPED: this CPU (or OS) cannot run the AMX int8 kernels");
+            return Ok(());
+        }
+        check(big, None)?;
+        let after_big = tile_config();
+        assert_eq!((after_big[0], after_big[48]), (1, 16), "16x16 configuration not left loaded");
+        check(small, None)?;
+        let after_small = tile_config();
+        let small_rows = (after_small[0], after_small[48]);
+        assert_eq!(small_rows, (1, 8), "8x8 kernel ran on the 16x16 configuration");
+        check(big, None)?;
+        assert_eq!(tile_config(), after_big);
+        check(big, Some((3 * 16 + 5, 2 * 16 + 3)))?;
+        assert_eq!(tile_config(), [0u8; 64], "the walk left the tiles configured");
         Ok(())
     }
 }

@@ -263,6 +263,7 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         // tile. Single-threaded callers should prefer `run_in_tls_scope`+
         // `run_one_tile` to amortise the TLS borrow + sync over many tiles.
         unsafe {
+            let _tiles = super::AmxTileScope::enter(ker);
             self.run_in_tls_scope(|this, tls| this.run_one_tile(ker, specs, tls, down, right))
         }
     }
