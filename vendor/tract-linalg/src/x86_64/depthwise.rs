@@ -245,6 +245,127 @@ bail_stub!(x86_64; pub unsafe fn depthwise_c_f32(
 submit_routine!(x86_64; DepthwiseCF32, DepthwiseC, "x86_64_fma_depthwise_c_f32", depthwise_c_f32,
     isa(X86_64Avx2, X86_64Fma));
 
+/// [`depthwise_c_f32`] with AVX-512 vectors: the same contract, the same fused operations in the
+/// same order (so the same bits), 16 channels a vector and four output points sharing each kernel
+/// vector, where the AVX2 kernel has 8 and two. The channel tail is one masked vector, not a
+/// scalar loop: a masked FMA lane is the scalar `mul_add`.
+///
+/// # Safety
+/// As [`crate::routines::DepthwiseCF32`], on a machine with AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn depthwise_c_f32_avx512(
+    input: *const f32,
+    output: *mut f32,
+    kernel: *const f32,
+    tap_indices: &[usize],
+    offsets: &[isize],
+    bias: *const f32,
+    channels: usize,
+    k_stride: usize,
+    len: usize,
+    in_stride: isize,
+    out_stride: isize,
+) {
+    unsafe {
+        let taps = ChannelTaps { kernel, tap_indices, offsets, k_stride };
+        let point = |i: usize| {
+            (input.offset(i as isize * in_stride), output.offset(i as isize * out_stride))
+        };
+        let mut i = 0usize;
+        while i + 4 <= len {
+            let points = [point(i), point(i + 1), point(i + 2), point(i + 3)];
+            channel_run_zmm::<4>(&taps, points.map(|p| p.0), points.map(|p| p.1), bias, channels);
+            i += 4;
+        }
+        if i + 2 <= len {
+            let points = [point(i), point(i + 1)];
+            channel_run_zmm::<2>(&taps, points.map(|p| p.0), points.map(|p| p.1), bias, channels);
+            i += 2;
+        }
+        if i < len {
+            let (input, output) = point(i);
+            channel_run_zmm::<1>(&taps, [input], [output], bias, channels);
+        }
+    }
+}
+
+/// Every channel of `P` output points: 64 channels at a time (four vectors per point), then 16,
+/// then the rest under a mask.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn channel_run_zmm<const P: usize>(
+    taps: &ChannelTaps,
+    inputs: [*const f32; P],
+    outputs: [*mut f32; P],
+    bias: *const f32,
+    channels: usize,
+) {
+    unsafe {
+        let mut c = 0usize;
+        while c + 64 <= channels {
+            channel_block_zmm::<P, 4>(taps, inputs, outputs, bias, c, 0xffff);
+            c += 64;
+        }
+        while c + 16 <= channels {
+            channel_block_zmm::<P, 1>(taps, inputs, outputs, bias, c, 0xffff);
+            c += 16;
+        }
+        if c < channels {
+            channel_block_zmm::<P, 1>(taps, inputs, outputs, bias, c, (1u16 << (channels - c)) - 1);
+        }
+    }
+}
+
+/// `V` vectors of 16 channels from `c` on, for `P` output points, only the channels of `mask` in
+/// each vector (all of them but in the tail): `V × P` accumulators, the kernel vectors loaded
+/// once per tap for all points. Masked-off lanes are neither read nor written.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn channel_block_zmm<const P: usize, const V: usize>(
+    taps: &ChannelTaps,
+    inputs: [*const f32; P],
+    outputs: [*mut f32; P],
+    bias: *const f32,
+    c: usize,
+    mask: u16,
+) {
+    use std::arch::x86_64::*;
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); V]; P];
+        for v in 0..V {
+            let b = _mm512_maskz_loadu_ps(mask, bias.add(c + 16 * v));
+            for p in 0..P {
+                acc[p][v] = b;
+            }
+        }
+        for (&kix, &off) in taps.tap_indices.iter().zip(taps.offsets) {
+            let k = taps.kernel.add(kix * taps.k_stride + c);
+            for v in 0..V {
+                let kv = _mm512_maskz_loadu_ps(mask, k.add(16 * v));
+                for p in 0..P {
+                    let x = _mm512_maskz_loadu_ps(mask, inputs[p].offset(off).add(c + 16 * v));
+                    acc[p][v] = _mm512_fmadd_ps(x, kv, acc[p][v]);
+                }
+            }
+        }
+        for p in 0..P {
+            for v in 0..V {
+                _mm512_mask_storeu_ps(outputs[p].add(c + 16 * v), mask, acc[p][v]);
+            }
+        }
+    }
+}
+
+bail_stub!(x86_64; pub unsafe fn depthwise_c_f32_avx512(
+    *const f32, *mut f32, *const f32, &[usize], &[isize], *const f32, usize, usize, usize, isize,
+    isize
+));
+
+submit_routine!(x86_64; DepthwiseCF32, DepthwiseC, "x86_64_avx512_depthwise_c_f32",
+    depthwise_c_f32_avx512, isa(X86_64Avx512f));
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -299,7 +420,14 @@ mod tests {
     /// operations in the same order, so the comparison is bit for bit. The kernel runs on a block
     /// of channels inside a wider tensor (`k_stride` and the strides span all of them), and must
     /// leave the channels outside its block untouched.
-    fn compare_c(taps: usize, channels: usize, block: std::ops::Range<usize>, len: usize, s: isize) {
+    fn compare_c(
+        run: crate::routines::DepthwiseCF32,
+        taps: usize,
+        channels: usize,
+        block: std::ops::Range<usize>,
+        len: usize,
+        s: isize,
+    ) {
         let kernel: Vec<f32> = (0..taps * channels).map(|i| (i as f32 * 0.7).sin()).collect();
         let tap_indices: Vec<usize> = (0..taps).rev().collect();
         let offsets: Vec<isize> =
@@ -325,7 +453,7 @@ mod tests {
         }
         let mut got = vec![f32::NAN; out_len];
         unsafe {
-            depthwise_c_f32(
+            run(
                 input.as_ptr().add(center + block.start),
                 got.as_mut_ptr().add(block.start),
                 kernel.as_ptr().add(block.start),
@@ -343,30 +471,49 @@ mod tests {
         assert_eq!(bits(&got), bits(&want), "taps {taps} channels {channels} block {block:?} len {len} s {s}");
     }
 
+    /// The channel-last kernels this CPU can run, by name.
+    fn runnable_c_kernels() -> Vec<(&'static str, crate::routines::DepthwiseCF32)> {
+        let mut kernels: Vec<(&'static str, crate::routines::DepthwiseCF32)> = vec![];
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            kernels.push(("avx2+fma", depthwise_c_f32));
+        } else {
+            eprintln!("SKIPPED: this CPU has no AVX2 + FMA, depthwise_c_f32 not tested");
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            kernels.push(("avx512f", depthwise_c_f32_avx512));
+        } else {
+            eprintln!("SKIPPED: this CPU has no AVX-512F, depthwise_c_f32_avx512 not tested");
+        }
+        kernels
+    }
+
+    /// Channel counts across every vector block and tail of both kernels (8 / 32 and 16 / 64
+    /// channels), point counts across their 2- and 4-point groups and remainders.
     #[test]
     fn depthwise_c_matches_fused_scalar_bit_for_bit() {
-        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
-            eprintln!("SKIPPED depthwise_c_matches_fused_scalar_bit_for_bit: this CPU has no AVX2 + FMA");
-            return;
-        }
-        for taps in [1usize, 2, 3, 9, 25] {
-            for channels in [1usize, 3, 7, 8, 9, 16, 31, 32, 33, 40, 72, 96] {
-                for len in [0usize, 1, 2, 3, 5] {
-                    for s in [1isize, 2] {
-                        compare_c(taps, channels, 0..channels, len, s);
+        for (name, run) in runnable_c_kernels() {
+            eprintln!("testing the {name} channel-last depthwise kernel");
+            for taps in [1usize, 2, 3, 9, 25] {
+                let channel_counts = [1usize, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 40, 63, 64, 65];
+                for channels in channel_counts.into_iter().chain([72, 80, 96, 144]) {
+                    for len in [0usize, 1, 2, 3, 4, 5, 6, 7, 9] {
+                        for s in [1isize, 2] {
+                            compare_c(run, taps, channels, 0..channels, len, s);
+                        }
                     }
                 }
             }
-        }
-        for block in [16..48, 3..37, 40..41] {
-            compare_c(9, 64, block, 3, 1);
+            for block in [16..48, 3..37, 40..41, 8..120, 5..90] {
+                compare_c(run, 9, 128, block, 5, 1);
+            }
         }
     }
 
+    /// The widest kernel the CPU can run is the one tract dispatches to.
     #[test]
     fn depthwise_c_is_the_kernel_this_host_runs() {
-        let has = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-        assert_eq!(crate::routines::depthwise_c_f32().is_some(), has);
+        let widest = runnable_c_kernels().pop().map(|(_, run)| run as usize);
+        assert_eq!(crate::routines::depthwise_c_f32().map(|run| run as usize), widest);
     }
 
     #[test]
