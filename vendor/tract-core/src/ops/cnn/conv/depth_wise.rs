@@ -19,6 +19,27 @@ pub struct DepthWise {
     /// of another pass over the whole map. f32 channel-last only.
     #[new(default)]
     clamp: Option<Clamp>,
+    /// A `QuantizeLinearI8` fused from the op that follows (the quantise step ahead of an int8
+    /// convolution): the output is i8, each block of outputs quantised from a scratch run while
+    /// it is in cache, instead of an f32 map written whole and read again by another pass. f32
+    /// channel-last only; applied after the clamp.
+    #[new(default)]
+    quantize: Option<OutputQuantize>,
+}
+
+/// The parameters of a fused `QuantizeLinearI8`, the scale as f32 bits (the op is hashed).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+struct OutputQuantize {
+    scale: u32,
+    zero_point: i8,
+}
+
+impl OutputQuantize {
+    /// `values` quantised into `out`, as `QuantizeLinearI8` computes them.
+    fn apply(&self, values: &[f32], out: &mut [i8]) {
+        let scale = f32::from_bits(self.scale);
+        crate::ops::quant::quantize_linear_f32_i8_slice(values, out, scale, self.zero_point as i32)
+    }
 }
 
 /// Bounds of a fused clamp, as f32 bits (the op is hashed and compared).
@@ -94,6 +115,10 @@ impl Op for DepthWise {
         let mut info = vec![format!("{:?}", self.patch)];
         if let Some(clamp) = self.clamp {
             info.push(format!("clamp: {:?}", clamp.bounds()));
+        }
+        if let Some(q) = self.quantize {
+            let scale = f32::from_bits(q.scale);
+            info.push(format!("quantize to i8: scale {scale} zero_point {}", q.zero_point));
         }
         Ok(info)
     }
@@ -172,7 +197,8 @@ impl TypedOp for DepthWise {
             self.input_shape.c(),
             inputs[2].shape.len()
         );
-        Ok(tvec!(inputs[0].datum_type.fact(&self.output_shape.shape)))
+        let dt = if self.quantize.is_some() { i8::datum_type() } else { inputs[0].datum_type };
+        Ok(tvec!(dt.fact(&self.output_shape.shape)))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -195,6 +221,9 @@ impl TypedOp for DepthWise {
         rule_if!(model.outlet_fact(node.id.into())?.datum_type == f32::datum_type());
         rule_if!(!model.output_outlets()?.contains(&node.id.into()));
         let succ = model.node(node.outputs[0].successors[0].node);
+        if let Some(patch) = self.fuse_quantize(model, node, succ)? {
+            return Ok(Some(patch));
+        }
         let binop = if let Some(op) = succ.op_as::<TypedBinOp>() {
             op.0.as_linalg_binop()
         } else if let Some(op) = succ.op_as::<OptBinByScalar>() {
@@ -227,6 +256,31 @@ impl TypedOp for DepthWise {
     }
 
     as_op!();
+}
+
+impl DepthWise {
+    /// Takes in `succ` when it is an f32 → i8 `QuantizeLinearI8` (after any clamp: a clamp
+    /// following the quantise step is not this op's to take, and once quantised the output is no
+    /// longer f32, so the clamp rule stops).
+    fn fuse_quantize(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+        succ: &TypedNode,
+    ) -> TractResult<Option<TypedModelPatch>> {
+        use crate::ops::element_wise::ElementWiseOp;
+        use crate::ops::quant::QuantizeLinearI8;
+        rule_if_some!(op = succ.op_as::<ElementWiseOp>());
+        rule_if_some!(q = op.0.downcast_ref::<QuantizeLinearI8>());
+        rule_if!(model.outlet_fact(succ.id.into())?.datum_type == i8::datum_type());
+        let quantize = OutputQuantize { scale: q.scale.to_bits(), zero_point: q.zero_point };
+        let mut patch = TypedModelPatch::new(format!("fusing {succ}"));
+        let inputs = patch.taps(model, &node.inputs)?;
+        let op = DepthWise { quantize: Some(quantize), ..self.clone() };
+        let output = patch.wire_node(&succ.name, op, &inputs)?;
+        patch.shunt_outside(model, succ.id.into(), output[0])?;
+        Ok(Some(patch))
+    }
 }
 
 /// How a channel-last depthwise is shared over the executor's threads: one chunk per thread,
@@ -303,9 +357,16 @@ macro_rules! impl_eval {
                 mul: impl Fn(T, T) -> T + Copy + Send + Sync + 'static,
             ) -> TractResult<TVec<TValue>> {
                 let (img, kernel, bias) = args_3!(inputs);
-                let mut output = unsafe { Tensor::uninitialized::<T>(&dw.output_shape.shape)? };
+                // A fused quantise step (f32 channel-last only) makes the output i8.
+                let quantize = dw.quantize.filter(|_| T::datum_type() == f32::datum_type());
+                let mut output = unsafe {
+                    match quantize {
+                        Some(_) => Tensor::uninitialized::<i8>(&dw.output_shape.shape)?,
+                        None => Tensor::uninitialized::<T>(&dw.output_shape.shape)?,
+                    }
+                };
                 let iptr = img.as_ptr::<T>()?;
-                let optr = output.as_ptr_mut::<T>()?;
+                let optr = unsafe { output.as_ptr_mut_unchecked::<T>() };
                 let k_stride_i = kernel.strides()[1];
                 let n = *dw.input_shape.n().unwrap_or(&1);
                 let n_stride_i = *dw.input_shape.n_stride().unwrap_or(&0) as isize;
@@ -484,12 +545,20 @@ macro_rules! impl_eval {
                 } else {
                     None
                 };
+                // With a fused quantise step the output is i8 (`optr` is its base): each inner
+                // loop's f32 outputs go to a scratch run, are clamped and quantised from there.
+                let quantize = dw.quantize.filter(|_| T::datum_type() == f32::datum_type());
+                let qptr = (optr as *mut i8).add(c0);
+                let width = c1 - c0;
+                let longest_run = dw.output_shape.hw_dims().last().copied().unwrap_or(1);
+                let mut scratch: Vec<T> =
+                    if quantize.is_some() { vec![T::zero(); longest_run * width] } else { vec![] };
                 let (iptr, kptr, bias, optr) =
                     (iptr.add(c0), kptr.add(c0), bias.add(c0), optr.add(c0));
-                let width = c1 - c0;
                 for ni in 0..n as isize {
                     let iptr = iptr.offset(n_stride_i * ni);
                     let optr = optr.offset(n_stride_o * ni);
+                    let qptr = qptr.offset(n_stride_o * ni);
                     for zone in &dw.patch.zones {
                         let Some(zone) = zone_in_rows(zone, &rows) else { continue };
                         let zone = &*zone;
@@ -500,28 +569,36 @@ macro_rules! impl_eval {
                         let mut visitor = ZoneScanner::new(zone, &dw.patch);
                         while !visitor.done {
                             let iptr = iptr.offset(visitor.input_center_offset);
-                            let optr = optr.offset(visitor.output_offset);
+                            let (len, stride) =
+                                (visitor.inner_loop_len, visitor.inner_loop_output_stride);
+                            // Where this inner loop's outputs are computed, and their stride.
+                            let (dst, dst_stride) = if quantize.is_some() {
+                                debug_assert!(len <= longest_run);
+                                (scratch.as_mut_ptr(), width as isize)
+                            } else {
+                                (optr.offset(visitor.output_offset), stride)
+                            };
                             if let Some(ker) = ker {
                                 ker(
                                     iptr as *const f32,
-                                    optr as *mut f32,
+                                    dst as *mut f32,
                                     kptr as *const f32,
                                     &tap_indices,
                                     &offsets,
                                     bias as *const f32,
                                     width,
                                     k_stride_i as usize,
-                                    visitor.inner_loop_len,
+                                    len,
                                     visitor.inner_loop_input_full_stride,
-                                    visitor.inner_loop_output_stride,
+                                    dst_stride,
                                 );
                             } else {
                                 // Taps outer, channels inner: every inner loop is contiguous.
-                                for i in 0..visitor.inner_loop_len as isize {
+                                for i in 0..len as isize {
                                     let iptr =
                                         iptr.offset(visitor.inner_loop_input_full_stride * i);
                                     let out = std::slice::from_raw_parts_mut(
-                                        optr.offset(visitor.inner_loop_output_stride * i),
+                                        dst.offset(dst_stride * i),
                                         width,
                                     );
                                     out.copy_from_slice(std::slice::from_raw_parts(bias, width));
@@ -538,19 +615,27 @@ macro_rules! impl_eval {
                                 }
                             }
                             if let Some(clamp) = dw.clamp.filter(|_| T::datum_type() == f32::datum_type()) {
-                                let (len, stride) =
-                                    (visitor.inner_loop_len, visitor.inner_loop_output_stride);
-                                if stride == width as isize {
+                                if dst_stride == width as isize {
                                     // The inner loop's outputs are one run: clamp it at once.
-                                    let run = optr as *mut f32;
+                                    let run = dst as *mut f32;
                                     clamp.apply(std::slice::from_raw_parts_mut(run, len * width));
                                 } else {
                                     for i in 0..len as isize {
                                         clamp.apply(std::slice::from_raw_parts_mut(
-                                            optr.offset(stride * i) as *mut f32,
+                                            dst.offset(dst_stride * i) as *mut f32,
                                             width,
                                         ));
                                     }
+                                }
+                            }
+                            if let Some(quantize) = quantize.filter(|_| width > 0) {
+                                let run = dst as *const f32;
+                                let run = std::slice::from_raw_parts(run, len * width);
+                                let qout = qptr.offset(visitor.output_offset);
+                                for (i, point) in run.chunks_exact(width).enumerate() {
+                                    let out = qout.offset(stride * i as isize);
+                                    let out = std::slice::from_raw_parts_mut(out, width);
+                                    quantize.apply(point, out);
                                 }
                             }
                             visitor.next_non_inner_axis()
@@ -1207,6 +1292,79 @@ mod tests {
         // min then max with the max above the min's bound: a constant, not a clamp
         assert_eq!(open.then(false, 6.0).unwrap().then(true, 7.0), None);
         assert_eq!(relu6.then(false, -1.0).unwrap().bounds(), (0.0, -1.0));
+    }
+
+    /// A channel-last f32 depthwise conv, its ReLU6, then the quantise step of an int8 conv
+    /// (`QuantizeLinearI8`): the optimised model is one `DepthWise` with the clamp and the
+    /// quantise step, its i8 output bit for bit the f32 conv + ReLU6 quantised after, on one
+    /// thread (whole rows of points at a time) and on two (the 7-row map then splits by
+    /// channels), with and without a zero point.
+    #[test]
+    fn quantize_fuses_into_channel_last_depthwise() {
+        let (c, h, w) = (40, 7, 9);
+        let x: Vec<f32> = (0..c * h * w).map(|i| ((i as f32 * 0.137).sin()) * 9.0).collect();
+        let kernel: Vec<f32> = (0..c * 9).map(|i| ((i as f32 * 0.091).cos()) * 0.8).collect();
+        for (scale, zero_point) in [(21.1f32, 0i8), (17.3, -7)] {
+            let mut model = TypedModel::default();
+            let xv = model.add_source("x", f32::fact([1, h, w, c])).unwrap();
+            let kernel = Tensor::from_shape(&[c, 1, 3, 3], &kernel).unwrap();
+            let kv = model.add_const("k", kernel).unwrap();
+            let bias = Tensor::from_shape(&[c], &vec![0.5f32; c]).unwrap();
+            let bv = model.add_const("b", bias).unwrap();
+            let pool_spec = PoolSpec {
+                data_format: DataFormat::NHWC,
+                kernel_shape: tvec!(3, 3),
+                padding: PaddingSpec::SameUpper,
+                dilations: None,
+                strides: None,
+                input_channels: c,
+                output_channels: c,
+            };
+            let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: c, q_params: None };
+            let y = model.wire_node("dw", conv, &[xv, kv, bv]).unwrap()[0];
+            let bound = |model: &mut TypedModel, name: &str, v: f32| {
+                let k = model.add_const(name, tensor0(v)).unwrap();
+                (0..4).fold(k, |k, i| {
+                    let add = crate::ops::change_axes::AxisOp::Add(0);
+                    model.wire_node(format!("{name}.{i}"), add, &[k]).unwrap()[0]
+                })
+            };
+            let (zero, six) = (bound(&mut model, "zero", 0.0), bound(&mut model, "six", 6.0));
+            let y = model.wire_node("relu", crate::ops::math::max(), &[y, zero]).unwrap()[0];
+            let y = model.wire_node("six_cap", crate::ops::math::min(), &[y, six]).unwrap()[0];
+            let mut float = model.clone();
+            float.select_output_outlets(&[y]).unwrap();
+            let q = crate::ops::quant::quantize_linear_i8(scale, zero_point);
+            let yq = model.wire_node("quantize", q, &[y]).unwrap();
+            model.select_output_outlets(&yq).unwrap();
+            let input = tvec!(Tensor::from_shape(&[1, h, w, c], &x).unwrap().into_tvalue());
+            let relu6 = float.into_optimized().unwrap().into_runnable().unwrap();
+            let relu6 = relu6.run(input.clone()).unwrap()[0].clone().into_tensor();
+            let relu6: Vec<f32> =
+                relu6.to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+            let mut expected = vec![0i8; relu6.len()];
+            let zp = zero_point as i32;
+            crate::ops::quant::quantize_linear_f32_i8_slice(&relu6, &mut expected, scale, zp);
+            let optimised = model.into_optimized().unwrap();
+            let ops: Vec<String> =
+                optimised.nodes.iter().map(|n| n.op().name().to_string()).collect();
+            let fused =
+                optimised.nodes.iter().filter_map(|n| n.op_as::<DepthWise>()).next().unwrap();
+            assert!(fused.clamp.is_some() && fused.quantize.is_some(), "ops: {ops:?}");
+            assert_eq!(ops.len(), 4, "ops: {ops:?}"); // source, kernel, bias, the depthwise
+            let runnable = optimised.into_runnable().unwrap();
+            let pool = tract_linalg::multithread::Executor::multithread(2);
+            let split = tract_linalg::multithread::multithread_tract_scope(pool, || {
+                runnable.run(input.clone()).unwrap()
+            });
+            let whole = runnable.run(input).unwrap();
+            for got in [&whole[0], &split[0]] {
+                assert_eq!(got.datum_type(), i8::datum_type());
+                let got: Vec<i8> =
+                    got.to_plain_array_view::<i8>().unwrap().iter().copied().collect();
+                assert_eq!(got, expected);
+            }
+        }
     }
 
     fn run_dw_batch(
