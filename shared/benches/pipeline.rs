@@ -30,7 +30,7 @@ fn main() {
     let load = start.elapsed().as_secs_f64();
     let n = pipeline.bundle().card.preprocess.input_size;
     let plane: Vec<f32> = (0..n * n).map(|i| ((i * 37) % 255) as f32 / 127.5 - 1.0).collect();
-    pipeline.infer_plane(&plane).expect("warm-up");
+    let answer = pipeline.infer_plane(&plane).expect("warm-up");
     let mut times = Vec::with_capacity(frames);
     for _ in 0..frames {
         let t = Instant::now();
@@ -45,4 +45,15 @@ fn main() {
         pipeline.bundle().card.precision,
         peak_rss_mib()
     );
+    // Equal digests across builds: the same answer to the bit (a kernel change that claims to
+    // reorder no arithmetic is checked this way).
+    println!("answer digest {:016x} (probabilities and heatmap of the warm-up frame)", digest(&answer));
+}
+
+/// FNV-1a over the bits of the answer's probabilities and heatmap.
+fn digest(answer: &cdnet_shared::runtime::Inference) -> u64 {
+    let values = answer.probabilities.iter().chain(&answer.heatmap);
+    values
+        .flat_map(|v| v.to_bits().to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
