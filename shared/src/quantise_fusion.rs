@@ -7,6 +7,9 @@
 //! convolution (field model: 0.3 ms of a 4.6 ms backbone pass at one thread). This finds each such
 //! chain in a loaded graph and puts back the single operation it expands, which computes the same
 //! values (tract's `quantize_linear_f32_i8`: the same rounding, shift and clamp, in one pass).
+//! Put back before codegen, where a quantise step follows a channel-last depthwise conv (the
+//! projection after each depthwise layer), tract's codegen then takes it into the conv, which
+//! writes the i8 map directly (vendored tract-core, `docs/upstream/tract-core-depthwise-quantize.md`).
 
 use std::format;
 use tract_nnef::internal::*;
