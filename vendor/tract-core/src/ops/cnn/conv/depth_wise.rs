@@ -346,6 +346,30 @@ fn zone_in_rows<'z>(zone: &'z Zone, rows: &Range<usize>) -> Option<std::borrow::
     Some(std::borrow::Cow::Owned(band))
 }
 
+/// The outputs of one inner loop, `len` points of `width` values `stride` apart from `base`: one
+/// slice when the points are contiguous (the chunk spans every channel), else one slice a point.
+/// `f` gets each slice with the index of its first point.
+///
+/// # Safety
+/// `base` must be valid for those `len` points.
+unsafe fn output_runs<U>(
+    base: *mut U,
+    len: usize,
+    width: usize,
+    stride: isize,
+    mut f: impl FnMut(usize, &mut [U]),
+) {
+    unsafe {
+        if stride == width as isize {
+            f(0, std::slice::from_raw_parts_mut(base, len * width));
+        } else {
+            for i in 0..len {
+                f(i, std::slice::from_raw_parts_mut(base.offset(stride * i as isize), width));
+            }
+        }
+    }
+}
+
 macro_rules! impl_eval {
     ($(#[$meta: meta])* $suffix: ident ) => {
         pastey::paste! {
@@ -615,28 +639,18 @@ macro_rules! impl_eval {
                                 }
                             }
                             if let Some(clamp) = dw.clamp.filter(|_| T::datum_type() == f32::datum_type()) {
-                                if dst_stride == width as isize {
-                                    // The inner loop's outputs are one run: clamp it at once.
-                                    let run = dst as *mut f32;
-                                    clamp.apply(std::slice::from_raw_parts_mut(run, len * width));
-                                } else {
-                                    for i in 0..len as isize {
-                                        clamp.apply(std::slice::from_raw_parts_mut(
-                                            dst.offset(dst_stride * i) as *mut f32,
-                                            width,
-                                        ));
-                                    }
-                                }
+                                output_runs(dst as *mut f32, len, width, dst_stride, |_, run| {
+                                    clamp.apply(run)
+                                });
                             }
-                            if let Some(quantize) = quantize.filter(|_| width > 0) {
+                            if let Some(quantize) = quantize {
+                                // The scratch run holds the points contiguously.
                                 let run = dst as *const f32;
                                 let run = std::slice::from_raw_parts(run, len * width);
                                 let qout = qptr.offset(visitor.output_offset);
-                                for (i, point) in run.chunks_exact(width).enumerate() {
-                                    let out = qout.offset(stride * i as isize);
-                                    let out = std::slice::from_raw_parts_mut(out, width);
-                                    quantize.apply(point, out);
-                                }
+                                output_runs(qout, len, width, stride, |first, out| {
+                                    quantize.apply(&run[first * width..][..out.len()], out)
+                                });
                             }
                             visitor.next_non_inner_axis()
                         }
