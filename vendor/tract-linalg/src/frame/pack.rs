@@ -1438,34 +1438,15 @@ impl PackedI8K4 {
         ensure!(k_axis != mn_axis, "k_axis and mn_axis must differ (both are {k_axis})");
         let k = t.shape()[k_axis];
         let mn = t.shape()[mn_axis];
-        let kp = k.div_ceil(4) * 4;
-        let pl = kp * self.r;
+        let pl = self.panel(k);
         let panels = mn.div_ceil(self.r);
         let st = t.strides();
         let mut blob = unsafe { Blob::new_for_size_and_align(panels * pl, self.align) };
-        blob.as_bytes_mut().fill(0);
-        let (ks, ms) = (st[k_axis], st[mn_axis]);
-        let kblocks = kp / 4;
         unsafe {
             let src = t.as_ptr_unchecked::<i8>();
             let dst = blob.as_mut_ptr() as *mut i8;
             for p in 0..panels {
-                let pw = self.r.min(mn - p * self.r);
-                let panel = dst.add(p * pl);
-                let mn0 = (p * self.r) as isize;
-                for kb in 0..kblocks {
-                    for kr in 0..4 {
-                        let kk = kb * 4 + kr;
-                        if kk >= k {
-                            break;
-                        }
-                        let srow = src.offset(kk as isize * ks + mn0 * ms);
-                        let dcol = panel.add(kb * self.r * 4 + kr);
-                        for lm in 0..pw {
-                            *dcol.add(lm * 4) = *srow.offset(lm as isize * ms);
-                        }
-                    }
-                }
+                self.pack_panel(dst.add(p * pl), src, (k, mn), (st[k_axis], st[mn_axis]), p);
             }
         }
         Ok(Box::new(EagerPackedInput {
@@ -1475,7 +1456,151 @@ impl PackedI8K4 {
             mn,
         }))
     }
+
+    /// Writes panel `p` of the `k × mn` i8 matrix at `src` (element `(k, mn)` at
+    /// `k * strides.0 + mn * strides.1`) to `dst`, every byte of it: the K%4 tail and the lanes
+    /// past `mn` are zero. `pack_view` and [`LazyPackedI8K4`] both pack through this, so an
+    /// operand packed ahead and one packed in the tile walk are the same bytes.
+    ///
+    /// # Safety
+    /// `src` is valid for the matrix and `dst` for `single_panel_len(k)` bytes.
+    unsafe fn pack_panel(
+        &self,
+        dst: *mut i8,
+        src: *const i8,
+        (k, mn): (usize, usize),
+        (ks, ms): (isize, isize),
+        p: usize,
+    ) {
+        let r = self.r;
+        let pw = r.min(mn - p * r);
+        let kblocks = k.div_ceil(4);
+        unsafe {
+            std::ptr::write_bytes(dst, 0, self.panel(k));
+            let src = src.offset((p * r) as isize * ms);
+            if ks == 1 {
+                // k contiguous (an activation times constant weights, channel-last): each
+                // lane's four consecutive k are one 4-byte copy.
+                for lm in 0..pw {
+                    let row = src.offset(lm as isize * ms);
+                    for kb in 0..k / 4 {
+                        let group = (row.add(kb * 4) as *const u32).read_unaligned();
+                        (dst.add(kb * r * 4 + lm * 4) as *mut u32).write_unaligned(group);
+                    }
+                    for kk in k / 4 * 4..k {
+                        *dst.add(kk / 4 * r * 4 + lm * 4 + kk % 4) = *row.add(kk);
+                    }
+                }
+                return;
+            }
+            for kb in 0..kblocks {
+                for kr in 0..4 {
+                    let kk = kb * 4 + kr;
+                    if kk >= k {
+                        break;
+                    }
+                    let srow = src.offset(kk as isize * ks);
+                    let dcol = dst.add(kb * r * 4 + kr);
+                    for lm in 0..pw {
+                        *dcol.add(lm * 4) = *srow.offset(lm as isize * ms);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `source` as an operand packed one panel at a time by the matrix product's tile walk, into
+    /// the walker's scratch panel ([`LazyPackedI8K4`]), as [`PackedFormat::lazy_pack`] does for
+    /// the plain formats.
+    pub fn lazy_pack(
+        &self,
+        source: Arc<Tensor>,
+        k_axis: usize,
+        mn_axis: usize,
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        ensure!(k_axis != mn_axis, "k_axis and mn_axis must differ (both are {k_axis})");
+        ensure!(source.datum_type().size_of() == 1, "Attempting to pack for {self} {source:?}");
+        ensure!(
+            source
+                .shape()
+                .iter()
+                .enumerate()
+                .all(|(ax, d)| ax == k_axis || ax == mn_axis || *d == 1),
+            "lazy packing takes one matrix, got shape {:?}",
+            source.shape()
+        );
+        let (k, mn) = (source.shape()[k_axis], source.shape()[mn_axis]);
+        let strides = (source.strides()[k_axis], source.strides()[mn_axis]);
+        let fact = PackedExoticFact { format: Box::new(self.clone()), mn: mn.to_dim(), k };
+        Ok(Box::new(LazyPackedI8K4 { fact, format: self.clone(), source, k, mn, strides }))
+    }
 }
+
+/// An i8 operand packed panel by panel into the [`PackedI8K4`] layout as the matrix product's
+/// tile walk reaches each panel ([`LazyPackedInput`] for the int8 kernels): each thread of a
+/// split product packs its own panels, just before its kernel reads them, in L1.
+#[derive(Clone, Hash, PartialEq, Eq)]
+pub struct LazyPackedI8K4 {
+    fact: PackedExoticFact,
+    format: PackedI8K4,
+    source: Arc<Tensor>,
+    k: usize,
+    mn: usize,
+    strides: (isize, isize),
+}
+
+impl MMMInputValue for LazyPackedI8K4 {
+    fn scratch_panel_buffer_layout(&self) -> Option<Layout> {
+        Some(Layout::from_size_align(self.format.panel(self.k), self.format.align).unwrap())
+    }
+
+    fn panel_bytes(&self, i: usize, buffer: Option<*mut u8>) -> TractResult<*const u8> {
+        let buffer = buffer.context("a lazily packed operand needs a scratch panel")?;
+        ensure!(i * self.format.r < self.mn.max(1), "panel {i} of an operand of {} lanes", self.mn);
+        unsafe {
+            let src = self.source.as_ptr_unchecked::<i8>();
+            self.format.pack_panel(buffer as *mut i8, src, (self.k, self.mn), self.strides, i);
+        }
+        Ok(buffer)
+    }
+
+    fn k(&self) -> usize {
+        self.k
+    }
+
+    fn mn(&self) -> usize {
+        self.mn
+    }
+
+    fn format(&self) -> &dyn MMMInputFormat {
+        &self.format
+    }
+
+    fn exotic_fact(&self) -> &dyn ExoticFact {
+        &self.fact
+    }
+
+    fn extract_at_mn_f16(&self, _: usize, _: &mut [f16]) -> TractResult<()> {
+        bail!("no f16 extract")
+    }
+
+    fn extract_at_mn_f32(&self, _: usize, _: &mut [f32]) -> TractResult<()> {
+        bail!("no f32 extract")
+    }
+}
+
+impl Display for LazyPackedI8K4 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lazy {} tensor (mn={} k={})", self.format, self.mn, self.k)
+    }
+}
+
+impl Debug for LazyPackedI8K4 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        <Self as Display>::fmt(self, f)
+    }
+}
+
 impl std::fmt::Display for PackedI8K4 {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "I8K4[{}]", self.r)
@@ -1885,17 +2010,22 @@ mod test {
             out
         }
 
-        // The matmul path: pack a TensorView, then read it back panel by panel.
-        fn pack_view_bytes(&self) -> Vec<i8> {
+        // The input tensor and its k and mn axes.
+        fn tensor(&self) -> (Tensor, usize, usize) {
             let logical = self.logical();
-            let packer = super::PackedI8K4::new(self.r);
-            let (tensor, k_axis, mn_axis) = if self.is_a {
-                // [mn, k] with entry [m, kk] == logical[kk, m]; reads are strided.
+            if self.is_a {
+                // [mn, k] with entry [m, kk] == logical[kk, m]; k is contiguous.
                 let a = Array2::from_shape_fn((self.mn, self.k), |(m, kk)| logical[[kk, m]]);
                 (a.into_tensor(), 1usize, 0usize)
             } else {
-                (logical.clone().into_tensor(), 0usize, 1usize)
-            };
+                (logical.into_tensor(), 0usize, 1usize)
+            }
+        }
+
+        // The matmul path: pack a TensorView, then read it back panel by panel.
+        fn pack_view_bytes(&self) -> Vec<i8> {
+            let packer = super::PackedI8K4::new(self.r);
+            let (tensor, k_axis, mn_axis) = self.tensor();
             let packed = packer.pack_view(&tensor.view(), k_axis, mn_axis).unwrap();
             let pl = self.panel_len();
             let panels = self.mn.div_ceil(self.r);
@@ -1909,6 +2039,29 @@ mod test {
                     std::ptr::copy_nonoverlapping(ptr, out.as_mut_ptr().add(p * pl), pl);
                 }
             }
+            out
+        }
+
+        // The lazy matmul path: each panel packed into a scratch panel left dirty by the last.
+        fn lazy_bytes(&self) -> Vec<i8> {
+            let (tensor, k_axis, mn_axis) = self.tensor();
+            let packer = super::PackedI8K4::new(self.r);
+            let lazy = packer.lazy_pack(std::sync::Arc::new(tensor), k_axis, mn_axis).unwrap();
+            let layout = lazy.scratch_panel_buffer_layout().unwrap();
+            let pl = self.panel_len();
+            assert_eq!(layout.size(), pl);
+            // SAFETY: a fresh allocation of the panel's layout, filled before each use.
+            let mut scratch = unsafe { Blob::new_for_size_and_align(pl, layout.align()) };
+            let panels = self.mn.div_ceil(self.r);
+            let mut out = vec![];
+            for p in 0..panels {
+                scratch.as_bytes_mut().fill(0xA5);
+                let ptr = lazy.panel_bytes(p, Some(scratch.as_mut_ptr())).unwrap();
+                assert_eq!(ptr, scratch.as_ptr());
+                out.extend(scratch.as_bytes().iter().map(|b| *b as i8));
+            }
+            assert!(lazy.panel_bytes(panels, Some(scratch.as_mut_ptr())).is_err());
+            assert!(lazy.panel_bytes(0, None).is_err());
             out
         }
 
@@ -1941,6 +2094,11 @@ mod test {
                 self.writer_bytes(),
                 reference,
                 "write_with_k_outer disagrees with reference for {self:?}"
+            );
+            assert_eq!(
+                self.lazy_bytes(),
+                reference,
+                "lazy_pack disagrees with reference for {self:?}"
             );
         }
     }

@@ -5,7 +5,7 @@ use tract_linalg::block_quant::{
     BlockQuantStorage, PackedBlockQuantFact, PackedBlockQuantFormat, block_quant_slice,
 };
 use tract_linalg::mmm::{MMMInputFormat, MMMInputValue, PackedMatrixStorage};
-use tract_linalg::pack::PackedFormat;
+use tract_linalg::pack::{PackedFormat, PackedI8K4};
 
 use super::ModePicker;
 
@@ -84,6 +84,24 @@ impl TypedOp for OptMatMulPack {
     as_op!();
 }
 
+/// `input` as an operand its product's tile walk packs panel by panel, where `packer`'s format
+/// can be packed that way (the plain formats, and the int8 kernels' `PackedI8K4`).
+fn lazy_pack(
+    packer: &dyn MMMInputFormat,
+    input: &TValue,
+    k_axis: usize,
+    mn_axis: usize,
+) -> TractResult<Option<Box<dyn MMMInputValue>>> {
+    let source = || input.as_arc_tensor().context("packing a tensor value").cloned();
+    if let Some(format) = packer.downcast_ref::<PackedFormat>() {
+        format.lazy_pack(source()?, k_axis, mn_axis).map(Some)
+    } else if let Some(format) = packer.downcast_ref::<PackedI8K4>() {
+        format.lazy_pack(source()?, k_axis, mn_axis).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 impl OptMatMulPack {
     fn do_eval(&self, _ctx: &EvalContext, input: TValue) -> TractResult<TVec<TValue>> {
         let mode = self.mode_picker.pick(input.shape()[self.mn_axis])?;
@@ -123,10 +141,8 @@ impl OptMatMulPack {
         }
         if self.lazy
             && output_shape.iter().all(|d| *d == 1)
-            && let Some(format) = packer.downcast_ref::<PackedFormat>()
+            && let Some(lazy) = lazy_pack(&**packer, &input, self.k_axis, self.mn_axis)?
         {
-            let source = input.as_arc_tensor().context("packing a tensor value")?.clone();
-            let lazy = format.lazy_pack(source, self.k_axis, self.mn_axis)?;
             let stores = PackedMatrixStorage::new_batched(&output_shape, tvec![lazy]);
             return Ok(tvec!(stores.into_tensor(input.datum_type()).into_tvalue()));
         }
