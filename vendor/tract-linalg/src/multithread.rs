@@ -404,10 +404,30 @@ fn chain_workers(len: usize) -> usize {
 /// launches like `par_bin` does, so a chain is never less parallel than the
 /// steps it replaces.
 pub fn par_bin_chain(steps: &[BinChainStep], a: &mut Tensor) -> TractResult<()> {
+    par_bin_chain_filled(steps, a, None)
+}
+
+/// Writes elements `[first, first + chunk.len())` of a [`par_bin_chain_filled`] accumulator.
+pub type ChainFill<'a> = &'a (dyn Fn(usize, &mut TensorView) -> TractResult<()> + Send + Sync);
+
+/// [`par_bin_chain`] over an `a` whose values `fill` writes, chunk by chunk, just ahead of the
+/// steps (`fill(first, chunk)`: say, an integer map cast to `a`'s type), so those values are
+/// never written out in a pass of their own. `a`'s values on entry are not read.
+pub fn par_bin_chain_filled(
+    steps: &[BinChainStep],
+    a: &mut Tensor,
+    fill: Option<ChainFill>,
+) -> TractResult<()> {
     /// Largest chunk that keeps `a` plus one operand slice inside L1/L2.
     const CHAIN_CHUNK: usize = 16384;
-    if steps.is_empty() || a.len() == 0 {
+    // Where the walk below does not run (nothing to chain, or no chunk that fits every step),
+    // the whole of `a` is filled first.
+    let fill_whole = |a: &mut Tensor| fill.map_or(Ok(()), |fill| fill(0, &mut a.view_mut()));
+    if a.len() == 0 {
         return Ok(());
+    }
+    if steps.is_empty() {
+        return fill_whole(a);
     }
     let a_len = a.len();
     let a_item = a.datum_type().size_of() as isize;
@@ -465,6 +485,7 @@ pub fn par_bin_chain(steps: &[BinChainStep], a: &mut Tensor) -> TractResult<()> 
     let chain_period = |ix: usize| tiled[ix].as_ref().map_or(steps[ix].period, |t| t.len());
     let unit = (0..steps.len()).fold(a_len, |u, ix| u.gcd(&chain_period(ix)));
     if unit % vector_size() != 0 {
+        fill_whole(a)?;
         for s in steps {
             par_bin(s.eval_fn, a, s.b, s.period, s.share)?;
         }
@@ -487,6 +508,7 @@ pub fn par_bin_chain(steps: &[BinChainStep], a: &mut Tensor) -> TractResult<()> 
     }
     let chunk = t * vector_size();
     if chunk < 4 * vector_size() {
+        fill_whole(a)?;
         for s in steps {
             par_bin(s.eval_fn, a, s.b, s.period, s.share)?;
         }
@@ -504,6 +526,9 @@ pub fn par_bin_chain(steps: &[BinChainStep], a: &mut Tensor) -> TractResult<()> 
         let g = ix * chunk;
         unsafe {
             let mut a_chunk = TensorView::from_bytes(a, g as isize * a_item, &a_shape, &STRIDES);
+            if let Some(fill) = fill {
+                fill(g, &mut a_chunk)?;
+            }
             for (sx, s) in steps.iter().enumerate() {
                 let (b, period) = (chain_b(sx), chain_period(sx));
                 let b_item = b.datum_type().size_of() as isize;
@@ -552,6 +577,7 @@ pub fn par_bin_chain(steps: &[BinChainStep], a: &mut Tensor) -> TractResult<()> 
 #[cfg(all(test, feature = "multithread-mm", not(target_os = "wasi")))]
 mod chain_tests {
     use super::{BShare, BinChainStep, Executor, multithread_tract_scope, par_bin, par_bin_chain};
+    use super::{ChainFill, par_bin_chain_filled};
     use crate::BinFn;
     use tract_data::internal::{Tensor, TensorView, TractResult};
 
@@ -634,6 +660,55 @@ mod chain_tests {
                 let got = a.view().as_slice::<f32>().unwrap();
                 let want = reference.view().as_slice::<f32>().unwrap();
                 assert_eq!(got, want, "len={len} periods={periods:?} nth={nth}");
+            }
+        }
+    }
+
+    /// A chain whose accumulator a `fill` writes chunk by chunk gives the bytes of the same chain
+    /// over an accumulator filled first, on the chunked walk and on both fallbacks (a period gcd
+    /// that is not vector-aligned; no steps), inline and on a pool; the stale values in the
+    /// accumulator are never read.
+    #[test]
+    fn filled_chain_matches_fill_then_chain() {
+        let (add, mul) = (add(), mul());
+        let len = 12288usize;
+        // Fills element `i` with `i % 251 - 125`, as an i8 → f32 cast of a map would.
+        let value = |i: usize| (i % 251) as f32 - 125.0;
+        let fill = |first: usize, chunk: &mut TensorView| -> TractResult<()> {
+            let values = chunk.as_slice_mut::<f32>()?;
+            values.iter_mut().enumerate().for_each(|(i, v)| *v = value(first + i));
+            Ok(())
+        };
+        for periods in [Some([768usize, 256]), Some([768, 3]), None] {
+            let b0 = Tensor::from_shape(&[768], &vec![0.25f32; 768]).unwrap();
+            let p1 = periods.map_or(1, |p| p[1]);
+            let b1 = Tensor::from_shape(&[p1], &(0..p1).map(|i| i as f32).collect::<Vec<_>>());
+            let b1 = b1.unwrap();
+            let steps = match periods {
+                None => vec![],
+                Some(periods) => vec![
+                    BinChainStep { eval_fn: &mul, b: &b0, period: periods[0], share: BShare::Lockstep },
+                    BinChainStep { eval_fn: &add, b: &b1, period: periods[1], share: BShare::Lockstep },
+                ],
+            };
+            let filled: Vec<f32> = (0..len).map(value).collect();
+            let mut reference = Tensor::from_shape(&[len], &filled).unwrap();
+            par_bin_chain(&steps, &mut reference).unwrap();
+            for nth in [0usize, 4] {
+                let mut a = Tensor::from_shape(&[len], &vec![f32::NAN; len]).unwrap();
+                let run = |a: &mut Tensor| par_bin_chain_filled(&steps, a, Some(&fill as ChainFill));
+                if nth == 0 {
+                    run(&mut a).unwrap();
+                } else {
+                    #[cfg(target_family = "wasm")]
+                    let pool = Executor::RayonGlobal;
+                    #[cfg(not(target_family = "wasm"))]
+                    let pool = Executor::multithread(nth);
+                    multithread_tract_scope(pool, || run(&mut a).unwrap());
+                }
+                let (got, want) = (a.view(), reference.view());
+                let (got, want) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
+                assert_eq!(got, want, "periods={periods:?} nth={nth}");
             }
         }
     }

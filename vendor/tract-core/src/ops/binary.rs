@@ -965,20 +965,28 @@ impl Eq for OptBinChainStep {}
 /// pass per step by one pass total, with a bit-identical result. Formed by the
 /// `fuse` pass on `OptBinUnicast`/`OptBinByScalar`/`OptBinChain` chains where
 /// every step keeps `a`'s datum type.
+///
+/// With `cast_from`, input 0 is an i8 or u8 map that the chain casts to f32 chunk by chunk as its
+/// first step (the `Cast` of a dequantisation, ahead of its scale), so the f32 map is written
+/// once, by the chain.
 #[derive(Clone)]
 pub struct OptBinChain {
+    pub cast_from: Option<DatumType>,
     pub steps: TVec<OptBinChainStep>,
 }
 
 impl Debug for OptBinChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> Result<(), std::fmt::Error> {
-        f.debug_tuple("OptBinChain").field(&self.steps).finish()
+        f.debug_struct("OptBinChain")
+            .field("cast_from", &self.cast_from)
+            .field("steps", &self.steps)
+            .finish()
     }
 }
 
 impl PartialEq for OptBinChain {
     fn eq(&self, other: &Self) -> bool {
-        self.steps == other.steps
+        self.cast_from == other.cast_from && self.steps == other.steps
     }
 }
 impl Eq for OptBinChain {}
@@ -1041,9 +1049,52 @@ fn eval_bin_chain_step(step: &OptBinChainStep, a: TValue, b: TValue) -> TractRes
     Ok(a.into_tvalue())
 }
 
+/// The i8 or u8 map `from` as f32, into `to`, in a loop compiled for the widest vectors the CPU
+/// has (an x86-64 baseline build widens four bytes at a time).
+fn cast_to_f32_slice(from: &TensorView, to: &mut [f32]) -> TractResult<()> {
+    #[inline(always)]
+    fn widen<T: Copy + Into<f32>>(from: &[T], to: &mut [f32]) {
+        to.iter_mut().zip(from).for_each(|(y, x)| *y = (*x).into());
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn widen_avx512<T: Copy + Into<f32>>(from: &[T], to: &mut [f32]) {
+        widen(from, to)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn widen_avx2<T: Copy + Into<f32>>(from: &[T], to: &mut [f32]) {
+        widen(from, to)
+    }
+    fn dispatch<T: Copy + Into<f32>>(from: &[T], to: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+            {
+                // Safety: the CPU has the features the function is compiled for.
+                return unsafe { widen_avx512(from, to) };
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                // Safety: as above.
+                return unsafe { widen_avx2(from, to) };
+            }
+        }
+        widen(from, to)
+    }
+    ensure!(from.len() == to.len(), "casting {} values into {}", from.len(), to.len());
+    match from.datum_type() {
+        DatumType::I8 => dispatch(from.as_slice::<i8>()?, to),
+        DatumType::U8 => dispatch(from.as_slice::<u8>()?, to),
+        dt => bail!("a binop chain casts i8 or u8 to f32, not {dt:?}"),
+    }
+    Ok(())
+}
+
 impl Op for OptBinChain {
     fn name(&self) -> StaticName {
-        format!("OptBinChain({})", self.steps.iter().map(|s| s.binop.name()).join("+")).into()
+        let cast = self.cast_from.map(|_| "Cast");
+        let mut steps = cast.into_iter().chain(self.steps.iter().map(|s| s.binop.name()));
+        format!("OptBinChain({})", steps.join("+")).into()
     }
 
     op_as_typed_op!();
@@ -1058,8 +1109,18 @@ impl EvalOp for OptBinChain {
                 && t.strides() == &*Tensor::natural_strides(t.shape())
         };
         let all_natural = inputs.iter().all(|t| natural(t));
-        let acc = inputs.remove(0);
+        let mut acc = inputs.remove(0);
         let operands = inputs;
+        // The integer map to cast chunk by chunk, where the chunked walk below runs.
+        let mut cast_source = None;
+        if self.cast_from.is_some() {
+            if all_natural && !self.has_tiny_period(acc.len(), &operands) {
+                let f32_map = unsafe { Tensor::uninitialized::<f32>(acc.shape())? };
+                cast_source = Some(std::mem::replace(&mut acc, f32_map.into_tvalue()));
+            } else {
+                acc = acc.cast_to::<f32>()?.into_owned().into_tvalue();
+            }
+        }
         let sequential = |acc: TValue| -> TractResult<TValue> {
             self.steps
                 .iter()
@@ -1070,16 +1131,7 @@ impl EvalOp for OptBinChain {
             return Ok(tvec!(sequential(acc)?));
         }
         let mut a = acc.into_tensor();
-        // A PerBlock operand sharing one scalar with fewer than a vector's
-        // worth of elements belongs on `repeat_broadcast`; run the chain one
-        // step at a time so that step can take it.
-        let tiny_period = self.steps.iter().zip(operands.iter()).any(|(s, b)| {
-            s.share == BShare::PerBlock && {
-                let period = a.len() / b.len().max(1);
-                period > 1 && period < 16
-            }
-        });
-        if tiny_period {
+        if self.has_tiny_period(a.len(), &operands) {
             return Ok(tvec!(sequential(a.into_tvalue())?));
         }
         let steps: Vec<tract_linalg::multithread::BinChainStep> = self
@@ -1096,21 +1148,49 @@ impl EvalOp for OptBinChain {
                 share: s.share,
             })
             .collect();
-        tract_linalg::multithread::par_bin_chain(&steps, &mut a)?;
+        let cast = |first: usize, chunk: &mut TensorView| -> TractResult<()> {
+            let source = cast_source.as_ref().context("no map to cast")?;
+            let chunk = chunk.as_slice_mut::<f32>()?;
+            let item = source.datum_type().size_of() as isize;
+            let shape = [chunk.len()];
+            // Safety: the chunk is a range of the f32 map, which has the source's length.
+            let from = unsafe { TensorView::from_bytes(source, first as isize * item, &shape, &[1]) };
+            cast_to_f32_slice(&from, chunk)
+        };
+        let fill = cast_source.is_some().then_some(&cast as tract_linalg::multithread::ChainFill);
+        tract_linalg::multithread::par_bin_chain_filled(&steps, &mut a, fill)?;
         Ok(tvec!(a.into_tvalue()))
+    }
+}
+
+impl OptBinChain {
+    /// Whether a PerBlock operand shares one scalar over fewer than a vector's worth of the
+    /// `len` elements: that step belongs on `repeat_broadcast`, so the chain runs one step at a
+    /// time to let it take it.
+    fn has_tiny_period(&self, len: usize, operands: &[TValue]) -> bool {
+        self.steps.iter().zip(operands.iter()).any(|(s, b)| {
+            s.share == BShare::PerBlock && {
+                let period = len / b.len().max(1);
+                period > 1 && period < 16
+            }
+        })
     }
 }
 
 impl TypedOp for OptBinChain {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == self.steps.len() + 1);
+        let acc = match self.cast_from {
+            Some(from) => {
+                ensure!(inputs[0].datum_type == from, "chain casts from {from:?}: {inputs:?}");
+                f32::fact(inputs[0].shape.clone())
+            }
+            None => inputs[0].without_value(),
+        };
         for (step, fact) in self.steps.iter().zip(inputs[1..].iter()) {
-            ensure!(
-                step.binop.result_datum_type(inputs[0].datum_type, fact.datum_type)?
-                    == inputs[0].datum_type
-            );
+            ensure!(step.binop.result_datum_type(acc.datum_type, fact.datum_type)? == acc.datum_type);
         }
-        Ok(tvec!(inputs[0].without_value()))
+        Ok(tvec!(acc))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -1128,6 +1208,31 @@ impl TypedOp for OptBinChain {
     }
 
     as_op!();
+}
+
+/// Where `node`'s `a` is an i8 or u8 map cast to f32 (a dequantisation), maybe reshaped after the
+/// cast, and used by nothing else: that map, its type, and the reshape.
+fn dequantise_cast_ahead(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(OutletId, DatumType, Option<IntoShape>)>> {
+    let feeds_one_node = |outlet: OutletId| -> TractResult<bool> {
+        Ok(model.outlet_successors(outlet).len() == 1 && !model.output_outlets()?.contains(&outlet))
+    };
+    let mut outlet = node.inputs[0];
+    rule_if!(feeds_one_node(outlet)?);
+    let mut reshape = None;
+    if let Some(op) = model.node(outlet.node).op_as::<IntoShape>() {
+        reshape = Some(op.clone());
+        outlet = model.node(outlet.node).inputs[0];
+        rule_if!(feeds_one_node(outlet)?);
+    }
+    let cast = model.node(outlet.node);
+    rule_if_some!(op = cast.op_as::<super::cast::Cast>());
+    let from = model.outlet_fact(cast.inputs[0])?.datum_type;
+    // Plain integers only: a quantized type's cast to f32 also applies its scale.
+    rule_if!(op.to == f32::datum_type() && [i8::datum_type(), u8::datum_type()].contains(&from));
+    Ok(Some((cast.inputs[0], from, reshape)))
 }
 
 /// Collapse a run of `OptBinUnicast`, `OptBinByScalar` and `OptBinChain` nodes
@@ -1156,24 +1261,37 @@ fn fuse_elementwise_chain(
                 share: BShare::PerBlock,
             }])
         } else {
-            op.downcast_ref::<OptBinChain>().map(|o| o.steps.clone())
+            // A chain that casts its input takes an integer `a`: it only heads a run.
+            op.downcast_ref::<OptBinChain>().filter(|o| o.cast_from.is_none()).map(|o| o.steps.clone())
         }
     }
 
-    rule_if_some!(mut steps = steps_of(&*node.op));
+    let mut cast_from = node.op_as::<OptBinChain>().and_then(|o| o.cast_from);
+    let head_steps = node.op_as::<OptBinChain>().map(|o| o.steps.clone());
+    rule_if_some!(mut steps = head_steps.or_else(|| steps_of(&*node.op)));
     // Defer to the producer when it could absorb this node itself: only the
     // head of the run builds the patch.
     let pred_out = node.inputs[0];
     let pred = model.node(pred_out.node);
-    if pred.outputs[pred_out.slot].successors.len() == 1
-        && !model.output_outlets()?.contains(&pred_out)
-        && (steps_of(&*pred.op).is_some() || pred.op.fuse(model, pred)?.is_some())
+    let pred_feeds_only_us = pred.outputs[pred_out.slot].successors.len() == 1
+        && !model.output_outlets()?.contains(&pred_out);
+    if pred_feeds_only_us && (steps_of(&*pred.op).is_some() || pred.op.fuse(model, pred)?.is_some())
     {
         return Ok(None);
     }
-    let a_dt = model.outlet_fact(node.inputs[0])?.datum_type;
+    // A chain that casts its input computes in f32.
+    let a_dt = match cast_from {
+        Some(_) => f32::datum_type(),
+        None => model.outlet_fact(node.inputs[0])?.datum_type,
+    };
     rule_if!(a_dt.is_float());
     let mut inlets: TVec<OutletId> = node.inputs.iter().cloned().collect();
+    // An i8/u8 → f32 cast ahead of the run (a dequantisation) becomes its first step.
+    let cast_head = if cast_from.is_none() { dequantise_cast_ahead(model, node)? } else { None };
+    if let Some((map, from, _)) = &cast_head {
+        cast_from = Some(*from);
+        inlets[0] = *map;
+    }
     let mut last = node.id;
     let mut cursor = node.id;
     loop {
@@ -1211,13 +1329,19 @@ fn fuse_elementwise_chain(
             break;
         }
     }
-    rule_if!(last != node.id);
+    rule_if!(last != node.id || cast_head.is_some());
     let mut patch = TypedModelPatch::new("fusing elementwise chain");
-    let wires = inlets
+    let mut wires = inlets
         .iter()
         .map(|i| patch.tap_model(model, *i))
         .collect::<TractResult<Vec<OutletId>>>()?;
-    let wire = patch.wire_node(&model.node(last).name, OptBinChain { steps }, &wires)?[0];
+    if let Some((_, _, Some(reshape))) = cast_head {
+        // The reshape goes ahead of the cast, onto the integer map.
+        let name = format!("{}.reshape_before_cast", model.node(last).name);
+        wires[0] = patch.wire_node(name, reshape, &[wires[0]])?[0];
+    }
+    let chain = OptBinChain { cast_from, steps };
+    let wire = patch.wire_node(&model.node(last).name, chain, &wires)?[0];
     patch.shunt_outside(model, last.into(), wire)?;
     Ok(Some(patch))
 }
@@ -1713,6 +1837,95 @@ mod tests {
         let out =
             op.eval(&EvalContext::out_of_plan(), tvec!(a.into_tvalue(), b.into_tvalue())).unwrap();
         assert_eq!(out[0].shape(), &[0, 4, 16]);
+    }
+
+    /// An i8 or u8 → f32 `Cast` ahead of a chain of element-wise steps (a dequantisation: scale,
+    /// then ReLU6 or a residual add), directly or through a reshape, becomes the chain's first
+    /// step, the map cast chunk by chunk: one node is left (and the reshape, now on the integer
+    /// map), whose output is the unfused graph's to the bit, on one and two threads, on the
+    /// chunked walk and on the fallback for a length no vector chunk divides.
+    #[test]
+    fn dequantise_cast_fuses_into_chain() -> TractResult<()> {
+        use crate::ops::math::{add, max, min, mul};
+        use tract_linalg::multithread::{Executor, multithread_tract_scope};
+        for (shape, from, residual, reshaped) in [
+            ([40usize, 40, 40], i8::datum_type(), false, false),
+            ([40, 40, 40], i8::datum_type(), true, true),
+            ([5, 5, 1152], u8::datum_type(), true, false),
+            ([7, 13, 3], i8::datum_type(), false, true),
+        ] {
+            let mut model = TypedModel::default();
+            // Reshaped: the map arrives as [c, h·w] (a product's output) and is cast, then
+            // reshaped to [c, h, w].
+            let flat = [shape[0], shape[1] * shape[2]];
+            let x = if reshaped {
+                model.add_source("x", from.fact(flat))?
+            } else {
+                model.add_source("x", from.fact(shape))?
+            };
+            let scalar = |model: &mut TypedModel, name: &str, v: f32| {
+                model.add_const(name, tensor0(v).broadcast_into_rank(3)?.into_arc_tensor())
+            };
+            let scale = scalar(&mut model, "scale", 0.0371)?;
+            let mut wire = model.wire_node("float", cast(f32::datum_type()), &[x])?;
+            if reshaped {
+                let (from, to) = (tvec![flat[1].to_dim()], tvec![shape[1].to_dim(), shape[2].to_dim()]);
+                wire = model.wire_node("unflatten", AxisOp::Reshape(1, from, to), &wire)?;
+            }
+            // tract moves a by-scalar step ahead of the reshape (onto the cast); a residual add
+            // stays after it, so the reshaped residual case has the reshape between the two.
+            if !(reshaped && residual) {
+                wire = model.wire_node("scaled", mul(), &[wire[0], scale])?;
+            }
+            let mut inputs = tvec![];
+            if residual {
+                let r = model.add_source("r", f32::fact(shape))?;
+                wire = model.wire_node("residual", add(), &[wire[0], r])?;
+            } else {
+                let (lo, hi) = (scalar(&mut model, "lo", 0.0)?, scalar(&mut model, "hi", 6.0)?);
+                wire = model.wire_node("low", max(), &[wire[0], lo])?;
+                wire = model.wire_node("high", min(), &[wire[0], hi])?;
+            }
+            model.select_output_outlets(&wire)?;
+            let len: usize = shape.iter().product();
+            let bytes: Vec<i8> = (0..len).map(|i| (i * 37 % 256) as u8 as i8).collect();
+            let mut x = Tensor::from_shape(&shape, &bytes)?;
+            if reshaped {
+                x = x.into_shape(&flat)?;
+            }
+            // Safety: i8 and u8 are both one byte.
+            unsafe { x.set_datum_type(from) };
+            inputs.push(x.into_tvalue());
+            if residual {
+                let r: Vec<f32> = (0..len).map(|i| (i % 29) as f32 * 0.125 - 1.5).collect();
+                inputs.push(Tensor::from_shape(&shape, &r)?.into_tvalue());
+            }
+            let expected = model.clone().into_runnable()?.run(inputs.clone())?.remove(0);
+            let optimized = model.into_optimized()?;
+            let chains: Vec<&OptBinChain> =
+                optimized.nodes().iter().filter_map(|n| n.op_as::<OptBinChain>()).collect();
+            assert_eq!(chains.len(), 1, "{optimized}");
+            assert_eq!(chains[0].cast_from, Some(from), "{optimized}");
+            assert!(optimized.nodes().iter().all(|n| !n.op_is::<crate::ops::cast::Cast>()));
+            if reshaped && residual {
+                let reshape = optimized.nodes().iter().find(|n| n.op_is::<IntoShape>());
+                let input = reshape.map(|n| optimized.outlet_fact(n.inputs[0])).transpose()?;
+                assert_eq!(input.map(|f| f.datum_type), Some(from), "{optimized}");
+            }
+            let plan = optimized.into_runnable()?;
+            for threads in [1, 2] {
+                let pool = Executor::multithread(threads);
+                let found = multithread_tract_scope(pool, || plan.run(inputs.clone()))?.remove(0);
+                assert_eq!(found.datum_type(), f32::datum_type());
+                let bits = |v: &TValue| -> TractResult<Vec<u32>> {
+                    let plain = v.try_as_plain_ram()?;
+                    Ok(plain.as_slice::<f32>()?.iter().map(|x| x.to_bits()).collect())
+                };
+                let (found, expected) = (bits(&found)?, bits(&expected)?);
+                assert_eq!(found, expected, "{shape:?} {from:?} {threads} threads");
+            }
+        }
+        Ok(())
     }
 
     /// A quantized uniform input that dequantizes to 0 is neutral for Add on
