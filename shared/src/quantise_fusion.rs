@@ -10,6 +10,9 @@
 //! Put back before codegen, where a quantise step follows a channel-last depthwise conv (the
 //! projection after each depthwise layer), tract's codegen then takes it into the conv, which
 //! writes the i8 map directly (vendored tract-core, `docs/upstream/tract-core-depthwise-quantize.md`).
+//! The dequantise side (`cast_f32`, then the scale) needs nothing here: tract's codegen runs the cast
+//! as the first step of the element-wise chain after it, chunk by chunk in cache (vendored
+//! tract-core, `docs/upstream/tract-core-dequantise-chain.md`).
 
 use std::format;
 use tract_nnef::internal::*;
