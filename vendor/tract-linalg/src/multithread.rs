@@ -687,8 +687,18 @@ mod chain_tests {
             let steps = match periods {
                 None => vec![],
                 Some(periods) => vec![
-                    BinChainStep { eval_fn: &mul, b: &b0, period: periods[0], share: BShare::Lockstep },
-                    BinChainStep { eval_fn: &add, b: &b1, period: periods[1], share: BShare::Lockstep },
+                    BinChainStep {
+                        eval_fn: &mul,
+                        b: &b0,
+                        period: periods[0],
+                        share: BShare::Lockstep,
+                    },
+                    BinChainStep {
+                        eval_fn: &add,
+                        b: &b1,
+                        period: periods[1],
+                        share: BShare::Lockstep,
+                    },
                 ],
             };
             let filled: Vec<f32> = (0..len).map(value).collect();
@@ -696,7 +706,8 @@ mod chain_tests {
             par_bin_chain(&steps, &mut reference).unwrap();
             for nth in [0usize, 4] {
                 let mut a = Tensor::from_shape(&[len], &vec![f32::NAN; len]).unwrap();
-                let run = |a: &mut Tensor| par_bin_chain_filled(&steps, a, Some(&fill as ChainFill));
+                let fill = Some(&fill as ChainFill);
+                let run = |a: &mut Tensor| par_bin_chain_filled(&steps, a, fill);
                 if nth == 0 {
                     run(&mut a).unwrap();
                 } else {

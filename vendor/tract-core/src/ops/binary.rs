@@ -1154,7 +1154,8 @@ impl EvalOp for OptBinChain {
             let item = source.datum_type().size_of() as isize;
             let shape = [chunk.len()];
             // Safety: the chunk is a range of the f32 map, which has the source's length.
-            let from = unsafe { TensorView::from_bytes(source, first as isize * item, &shape, &[1]) };
+            let offset = first as isize * item;
+            let from = unsafe { TensorView::from_bytes(source, offset, &shape, &[1]) };
             cast_to_f32_slice(&from, chunk)
         };
         let fill = cast_source.is_some().then_some(&cast as tract_linalg::multithread::ChainFill);
@@ -1188,7 +1189,8 @@ impl TypedOp for OptBinChain {
             None => inputs[0].without_value(),
         };
         for (step, fact) in self.steps.iter().zip(inputs[1..].iter()) {
-            ensure!(step.binop.result_datum_type(acc.datum_type, fact.datum_type)? == acc.datum_type);
+            let result = step.binop.result_datum_type(acc.datum_type, fact.datum_type)?;
+            ensure!(result == acc.datum_type);
         }
         Ok(tvec!(acc))
     }
@@ -1262,7 +1264,8 @@ fn fuse_elementwise_chain(
             }])
         } else {
             // A chain that casts its input takes an integer `a`: it only heads a run.
-            op.downcast_ref::<OptBinChain>().filter(|o| o.cast_from.is_none()).map(|o| o.steps.clone())
+            let chain = op.downcast_ref::<OptBinChain>();
+            chain.filter(|o| o.cast_from.is_none()).map(|o| o.steps.clone())
         }
     }
 
@@ -1869,7 +1872,8 @@ mod tests {
             let scale = scalar(&mut model, "scale", 0.0371)?;
             let mut wire = model.wire_node("float", cast(f32::datum_type()), &[x])?;
             if reshaped {
-                let (from, to) = (tvec![flat[1].to_dim()], tvec![shape[1].to_dim(), shape[2].to_dim()]);
+                let from = tvec![flat[1].to_dim()];
+                let to = tvec![shape[1].to_dim(), shape[2].to_dim()];
                 wire = model.wire_node("unflatten", AxisOp::Reshape(1, from, to), &wire)?;
             }
             // tract moves a by-scalar step ahead of the reshape (onto the cast); a residual add
