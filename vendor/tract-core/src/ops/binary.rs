@@ -1111,10 +1111,11 @@ impl EvalOp for OptBinChain {
         let all_natural = inputs.iter().all(|t| natural(t));
         let mut acc = inputs.remove(0);
         let operands = inputs;
+        let tiny_period = self.has_tiny_period(acc.len(), &operands);
         // The integer map to cast chunk by chunk, where the chunked walk below runs.
         let mut cast_source = None;
         if self.cast_from.is_some() {
-            if all_natural && !self.has_tiny_period(acc.len(), &operands) {
+            if all_natural && !tiny_period {
                 let f32_map = unsafe { Tensor::uninitialized::<f32>(acc.shape())? };
                 cast_source = Some(std::mem::replace(&mut acc, f32_map.into_tvalue()));
             } else {
@@ -1130,10 +1131,10 @@ impl EvalOp for OptBinChain {
         if !all_natural {
             return Ok(tvec!(sequential(acc)?));
         }
-        let mut a = acc.into_tensor();
-        if self.has_tiny_period(a.len(), &operands) {
-            return Ok(tvec!(sequential(a.into_tvalue())?));
+        if tiny_period {
+            return Ok(tvec!(sequential(acc)?));
         }
+        let mut a = acc.into_tensor();
         let steps: Vec<tract_linalg::multithread::BinChainStep> = self
             .steps
             .iter()

@@ -390,22 +390,11 @@ impl PackedFormat {
         k_axis: usize,
         mn_axis: usize,
     ) -> TractResult<Box<dyn MMMInputValue>> {
-        ensure!(k_axis != mn_axis, "k_axis and mn_axis must differ (both are {k_axis})");
         ensure!(
             source.datum_type().unquantized() == self.dt.unquantized(),
             "Attempting to pack for {self} tensor {source:?}"
         );
-        ensure!(
-            source
-                .shape()
-                .iter()
-                .enumerate()
-                .all(|(ax, d)| ax == k_axis || ax == mn_axis || *d == 1),
-            "lazy packing takes one matrix, got shape {:?}",
-            source.shape()
-        );
-        let (k, mn) = (source.shape()[k_axis], source.shape()[mn_axis]);
-        let (k_stride, mn_stride) = (source.strides()[k_axis], source.strides()[mn_axis]);
+        let ((k, mn), (k_stride, mn_stride)) = lazy_matrix(&source, k_axis, mn_axis)?;
         let fact = PackedExoticFact { format: Box::new(self.clone()), mn: mn.to_dim(), k };
         let format = self.clone();
         Ok(Box::new(LazyPackedInput { fact, format, source, k, mn, k_stride, mn_stride }))
@@ -560,6 +549,22 @@ impl PackedFormat {
         let panel_len = self.single_panel_len(k);
         KInWriter::new(pb, panel_len, self.r, mn, k)
     }
+}
+
+/// `(k, mn)` and their strides (in elements) of a tensor packed lazily, which must be one matrix:
+/// every axis but `k_axis` and `mn_axis` of length 1.
+fn lazy_matrix(
+    source: &Tensor,
+    k_axis: usize,
+    mn_axis: usize,
+) -> TractResult<((usize, usize), (isize, isize))> {
+    ensure!(k_axis != mn_axis, "k_axis and mn_axis must differ (both are {k_axis})");
+    let (shape, strides) = (source.shape(), source.strides());
+    ensure!(
+        shape.iter().enumerate().all(|(ax, d)| ax == k_axis || ax == mn_axis || *d == 1),
+        "lazy packing takes one matrix, got shape {shape:?}"
+    );
+    Ok(((shape[k_axis], shape[mn_axis]), (strides[k_axis], strides[mn_axis])))
 }
 
 /// A plain operand packed panel by panel as the matrix product's tile walk reaches each one, into
@@ -1518,19 +1523,8 @@ impl PackedI8K4 {
         k_axis: usize,
         mn_axis: usize,
     ) -> TractResult<Box<dyn MMMInputValue>> {
-        ensure!(k_axis != mn_axis, "k_axis and mn_axis must differ (both are {k_axis})");
         ensure!(source.datum_type().size_of() == 1, "Attempting to pack for {self} {source:?}");
-        ensure!(
-            source
-                .shape()
-                .iter()
-                .enumerate()
-                .all(|(ax, d)| ax == k_axis || ax == mn_axis || *d == 1),
-            "lazy packing takes one matrix, got shape {:?}",
-            source.shape()
-        );
-        let (k, mn) = (source.shape()[k_axis], source.shape()[mn_axis]);
-        let strides = (source.strides()[k_axis], source.strides()[mn_axis]);
+        let ((k, mn), strides) = lazy_matrix(&source, k_axis, mn_axis)?;
         let fact = PackedExoticFact { format: Box::new(self.clone()), mn: mn.to_dim(), k };
         Ok(Box::new(LazyPackedI8K4 { fact, format: self.clone(), source, k, mn, strides }))
     }
