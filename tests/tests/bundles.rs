@@ -220,6 +220,7 @@ fn b3_at_224_exports_and_runs_in_tract() {
         name: Some("b3-untrained".into()),
         calibrate: None,
         calibration_images: 0,
+        min_reduction: cdnet_host::export::quantize::DEFAULT_MIN_REDUCTION,
         data: None,
         refer_threshold: 0.6,
         force: false,

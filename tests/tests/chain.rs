@@ -109,6 +109,7 @@ fn chain() -> &'static Chain {
             name: Some("chain".into()),
             calibrate,
             calibration_images: 16,
+            min_reduction: cdnet_host::export::quantize::DEFAULT_MIN_REDUCTION,
             data: None,
             refer_threshold: 0.6,
             force: false,

@@ -154,4 +154,31 @@ fn cdnet_eval_on_a_bundle_counts_what_the_device_answers() {
     assert_eq!(report["images"], images);
     let accuracy = report["metrics"]["accuracy"].as_f64().unwrap();
     assert!((accuracy - correct as f64 / images as f64).abs() < 1e-9, "{accuracy} vs {correct}/{images}");
+
+    // The phantom's lesion masks make it score the heatmap too: every lesion image of each class
+    // counted, none for a class without lesions, and the heatmap nearer the lesion than the centre.
+    let lesion_images = |class: &str| {
+        let dir = data.join("test").join("masks").join(class);
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                let frame = cdnet_shared::imageio::read_gray_frames(&e.as_ref().unwrap().path()).unwrap().remove(0);
+                frame.pixels.iter().any(|&p| p > 0)
+            })
+            .count()
+    };
+    let game = &report["metrics"]["pointing_game"];
+    let mut lesions = 0;
+    for (c, name) in labels.iter().enumerate() {
+        let expected = lesion_images(name);
+        let class_game = &report["metrics"]["per_class"][c]["pointing_game"];
+        match expected {
+            0 => assert!(class_game.is_null(), "{name}: {class_game}"),
+            _ => assert_eq!(class_game["total"], expected, "{name}: {class_game}"),
+        }
+        lesions += expected;
+    }
+    assert!(lesions > 0, "the phantom wrote no lesion masks");
+    assert_eq!(game["total"], lesions, "{game}");
+    assert!(game["score"].as_f64().unwrap() > game["centre_score"].as_f64().unwrap(), "{game}");
 }

@@ -124,6 +124,10 @@ pub struct QuantiseArgs {
     /// How many calibration images to use.
     #[arg(long, default_value_t = 64)]
     pub calibration_images: usize,
+    /// Quantise the dense convolutions whose outputs each sum at least this many products
+    /// (C_in·kh·kw); shorter ones stay float, where int8 does not pay.
+    #[arg(long, default_value_t = crate::export::quantize::DEFAULT_MIN_REDUCTION)]
+    pub min_reduction: usize,
     /// Labelled data for the card's metrics (default: the data the card says the model was
     /// trained on, if present).
     #[arg(long)]
@@ -154,6 +158,10 @@ pub struct ExportArgs {
     /// How many calibration images to use.
     #[arg(long, default_value_t = 64)]
     pub calibration_images: usize,
+    /// Quantise the dense convolutions whose outputs each sum at least this many products
+    /// (C_in·kh·kw); shorter ones stay float, where int8 does not pay.
+    #[arg(long, default_value_t = crate::export::quantize::DEFAULT_MIN_REDUCTION)]
+    pub min_reduction: usize,
     /// Evaluation data for the card's metrics (default: the model's training data, if present).
     #[arg(long)]
     pub data: Option<PathBuf>,

@@ -25,6 +25,9 @@ pub struct QuantiseOptions {
     pub calibrate: PathBuf,
     /// Calibration images to use (at most).
     pub calibration_images: usize,
+    /// Shortest reduction (`C_in·kh·kw`) of a convolution quantised; see
+    /// [`quantize::DEFAULT_MIN_REDUCTION`](crate::export::quantize::DEFAULT_MIN_REDUCTION).
+    pub min_reduction: usize,
     /// Labelled data for the card's metrics (default: the data the card says the model was
     /// trained on, if it is still there).
     pub data: Option<PathBuf>,
@@ -47,13 +50,14 @@ pub fn quantise_bundle(options: &QuantiseOptions) -> Result<ExportReport> {
     if same_folder(&options.bundle, &options.out) {
         bail!("--out {} is the fp32 bundle itself; choose another folder", options.out.display());
     }
+    let backbone = read_graph(&options.bundle.join(&source.card.backbone))?;
+    super::quantize::check_min_reduction(&backbone, options.min_reduction)?;
     if options.out.exists() && options.out.read_dir()?.next().is_some() {
         if !options.force {
             bail!("{} already exists; pass --force to replace it or choose another --out", options.out.display());
         }
         std::fs::remove_dir_all(&options.out).with_context(|| format!("cannot replace {}", options.out.display()))?;
     }
-    let backbone = read_graph(&options.bundle.join(&source.card.backbone))?;
     let head = read_graph(&options.bundle.join(&source.card.head))?;
     let fp32 = Pipeline::load(source, Threads(1))?;
     let fp32_card = fp32.bundle().card.clone();
@@ -63,9 +67,9 @@ pub fn quantise_bundle(options: &QuantiseOptions) -> Result<ExportReport> {
     let samples = evaluation.map(|(_, samples)| samples);
 
     let mut metrics = serde_json::Map::new();
-    let mut fp32_probabilities = Vec::new();
+    let mut fp32_answers = Vec::new();
     if let Some((split, samples)) = evaluation {
-        (fp32_probabilities, _) = record_fp32(&fp32, split, samples, &mut metrics)?;
+        (fp32_answers, _) = record_fp32(&fp32, split, samples, &mut metrics)?;
     }
     let mut card = int8_card(&fp32_card, options, &head);
     let quantised = QuantisedExport {
@@ -74,9 +78,10 @@ pub fn quantise_bundle(options: &QuantiseOptions) -> Result<ExportReport> {
         fp32: &fp32,
         calibration: &options.calibrate,
         calibration_images: options.calibration_images,
+        min_reduction: options.min_reduction,
         out: &options.out,
     };
-    let int8_metrics = quantised.write(&mut card, samples, &fp32_probabilities, &mut metrics)?;
+    let int8_metrics = quantised.write(&mut card, samples, &fp32_answers, &mut metrics)?;
     let parity = parity_planes(&card.preprocess, samples)?;
     let translations = nnef::agreement(&Bundle::open(&options.out)?, &parity)?;
     card.export["parity_onnx_vs_nnef_max_abs"] = serde_json::json!(translations);

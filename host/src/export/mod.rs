@@ -19,7 +19,7 @@ use crate::data::{Dataset, Sample};
 use crate::model::Cdnet;
 use crate::model::infer::predict;
 use crate::model::saved::{self, ModelInfo};
-use crate::train::eval::normalised;
+use crate::train::eval::{LesionMaps, add_pointing_game, normalised};
 use crate::train::metrics::{Metrics, compute};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
@@ -31,8 +31,7 @@ use cdnet_shared::bundle::{
 };
 use cdnet_shared::gate::GateSettings;
 use cdnet_shared::labels::LabelSet;
-use cdnet_shared::postprocess::top_class;
-use cdnet_shared::runtime::{Pipeline, Threads};
+use cdnet_shared::runtime::{Inference, Pipeline, Threads};
 use onnx::Graph;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +49,9 @@ pub struct ExportOptions {
     pub calibrate: Option<PathBuf>,
     /// Calibration images to use (at most).
     pub calibration_images: usize,
+    /// Shortest reduction (`C_in·kh·kw`) of a convolution quantised; see
+    /// [`quantize::DEFAULT_MIN_REDUCTION`](crate::export::quantize::DEFAULT_MIN_REDUCTION).
+    pub min_reduction: usize,
     /// Evaluation data for the card's metrics and the parity check (default: the training data).
     pub data: Option<PathBuf>,
     /// Top probability below which the screen says "uncertain — refer".
@@ -106,15 +108,29 @@ fn head_graph(model_path: &Path, width: usize) -> Result<Graph> {
 
 /// Runs a bundle with tract over samples (preprocessed planes, normalised here with the card's
 /// settings): the probabilities the board would give.
-fn run_bundle(pipeline: &Pipeline, samples: &[Sample]) -> Result<Vec<Vec<f32>>> {
+fn run_bundle(pipeline: &Pipeline, samples: &[Sample]) -> Result<Vec<Inference>> {
     let normalization = &pipeline.bundle().card.preprocess.normalization;
-    samples.iter().map(|s| Ok(pipeline.infer_plane(&normalised(s, normalization))?.probabilities)).collect()
+    samples.iter().map(|s| Ok(pipeline.infer_plane(&normalised(s, normalization))?)).collect()
 }
 
-fn metrics_of(pipeline: &Pipeline, samples: &[Sample], probabilities: &[Vec<f32>]) -> Metrics {
+/// The classification metrics of a bundle's answers, and where the samples have lesion masks the
+/// pointing game of its heatmaps, scored as for a trained model.
+fn metrics_of(pipeline: &Pipeline, samples: &[Sample], answers: &[Inference]) -> Metrics {
     let labels: Vec<usize> = samples.iter().map(|s| s.label).collect();
-    let predicted: Vec<usize> = probabilities.iter().map(|p| top_class(p).map_or(0, |(class, _)| class)).collect();
-    compute(pipeline.bundle().card.labels.names(), &labels, &predicted, probabilities)
+    let predicted: Vec<usize> = answers.iter().map(|a| a.class).collect();
+    let probabilities: Vec<Vec<f32>> = answers.iter().map(|a| a.probabilities.clone()).collect();
+    let mut metrics = compute(pipeline.bundle().card.labels.names(), &labels, &predicted, &probabilities);
+    let maps: Vec<LesionMaps<'_>> = answers
+        .iter()
+        .map(|a| LesionMaps {
+            heatmap: &a.heatmap,
+            heatmap_side: a.heatmap_side,
+            attention: &a.attention,
+            attention_side: a.attention_side,
+        })
+        .collect();
+    add_pointing_game(&mut metrics, samples, &maps, pipeline.bundle().card.preprocess.input_size);
+    metrics
 }
 
 /// A bundle's metrics on labelled samples, measured through the board's inference path (what
@@ -163,6 +179,9 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
     let (model, info) = saved::load(&options.model, &device)?;
     check_options(options, &model)?;
     let (backbone, head) = graphs(options, &info, model.zoom_inference())?;
+    if options.calibrate.is_some() {
+        quantize::check_min_reduction(&backbone, options.min_reduction)?;
+    }
     let mut card = card_for(options, &info, model.zoom_inference(), &backbone, &head);
     let dataset = evaluation_data(options, &info)?;
     let evaluation = dataset.as_ref().map(|data| {
@@ -192,10 +211,10 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
 
     let mut metrics = serde_json::Map::new();
     let mut final_metrics = None;
-    let mut fp32_probabilities = Vec::new();
+    let mut fp32_answers = Vec::new();
     if let Some((split, samples)) = &evaluation {
         let fp32_metrics;
-        (fp32_probabilities, fp32_metrics) = record_fp32(&fp32, split, samples, &mut metrics)?;
+        (fp32_answers, fp32_metrics) = record_fp32(&fp32, split, samples, &mut metrics)?;
         final_metrics = Some(fp32_metrics);
     }
     if let Some(calibration) = &options.calibrate {
@@ -205,10 +224,11 @@ pub fn export(options: &ExportOptions) -> Result<ExportReport> {
             fp32: &fp32,
             calibration,
             calibration_images: options.calibration_images,
+            min_reduction: options.min_reduction,
             out: &options.out,
         };
         let samples = evaluation.as_ref().map(|(_, s)| &s[..]);
-        if let Some(int8_metrics) = quantised.write(&mut card, samples, &fp32_probabilities, &mut metrics)? {
+        if let Some(int8_metrics) = quantised.write(&mut card, samples, &fp32_answers, &mut metrics)? {
             final_metrics = Some(int8_metrics);
         }
     } else {
@@ -230,13 +250,13 @@ fn record_fp32(
     split: &str,
     samples: &[Sample],
     metrics: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<(Vec<Vec<f32>>, Metrics)> {
-    let probabilities = run_bundle(fp32, samples)?;
-    let fp32_metrics = metrics_of(fp32, samples, &probabilities);
+) -> Result<(Vec<Inference>, Metrics)> {
+    let answers = run_bundle(fp32, samples)?;
+    let fp32_metrics = metrics_of(fp32, samples, &answers);
     metrics.insert("split".into(), serde_json::json!(split));
     metrics.insert("images".into(), serde_json::json!(samples.len()));
     metrics.insert("fp32".into(), serde_json::to_value(&fp32_metrics)?);
-    Ok((probabilities, fp32_metrics))
+    Ok((answers, fp32_metrics))
 }
 
 /// Refuses what cannot become a bundle: a model without a heatmap, an output folder in use, a
@@ -376,6 +396,8 @@ struct QuantisedExport<'a> {
     calibration: &'a Path,
     /// How many of them to use (at most).
     calibration_images: usize,
+    /// Shortest reduction of a convolution quantised.
+    min_reduction: usize,
     /// The int8 bundle's folder.
     out: &'a Path,
 }
@@ -387,39 +409,36 @@ impl QuantisedExport<'_> {
         &self,
         card: &mut ModelCard,
         samples: Option<&[Sample]>,
-        fp32_probabilities: &[Vec<f32>],
+        fp32_answers: &[Inference],
         metrics: &mut serde_json::Map<String, serde_json::Value>,
     ) -> Result<Option<Metrics>> {
         let preprocess = &self.fp32.bundle().card.preprocess;
         let images = quantize::calibration_planes(self.calibration, preprocess, self.calibration_images)?;
-        let quantised = quantize::quantize(self.backbone, self.fp32, &images)?;
+        let quantised = quantize::quantize(self.backbone, self.fp32, &images, self.min_reduction)?;
         card.export["quantisation"] = serde_json::to_value(&quantised.summary)?;
         card.export["backbone_ops"] = serde_json::to_value(quantised.graph.op_counts())?;
         write_bundle(self.out, &quantised.graph, self.head, card)?;
         let int8 = Pipeline::load(Bundle::open(self.out)?, Threads(1))?;
         let Some(samples) = samples else { return Ok(None) };
-        let int8_probabilities = run_bundle(&int8, samples)?;
-        let int8_metrics = metrics_of(&int8, samples, &int8_probabilities);
-        let top = |p: &Vec<f32>| top_class(p).map(|(class, _)| class);
-        let agree = int8_probabilities.iter().zip(fp32_probabilities).filter(|(a, b)| top(a) == top(b)).count() as f64
-            / samples.len().max(1) as f64;
+        let int8_answers = run_bundle(&int8, samples)?;
+        let int8_metrics = metrics_of(&int8, samples, &int8_answers);
+        let agree = fraction_agreeing(&int8_answers, fp32_answers, |a| a.class);
         metrics.insert("int8".into(), serde_json::to_value(&int8_metrics)?);
         metrics.insert("int8_same_class_as_fp32".into(), serde_json::json!(agree));
-        let peaks = same_heatmap_peak(self.fp32, &int8, samples)?;
+        let peaks = fraction_agreeing(&int8_answers, fp32_answers, |a| heatmap_peak(&a.heatmap));
         metrics.insert("int8_same_heatmap_peak_as_fp32".into(), serde_json::json!(peaks));
         Ok(Some(int8_metrics))
     }
 }
 
-/// The fraction of `samples` on which two bundles put the heatmap's hottest cell in the same place:
-/// what quantisation costs the screen's lesion marker, which the classes alone do not show.
-fn same_heatmap_peak(a: &Pipeline, b: &Pipeline, samples: &[Sample]) -> Result<f64> {
-    let normalization = &a.bundle().card.preprocess.normalization;
-    let peak = |heatmap: &[f32]| heatmap.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|(i, _)| i);
-    let mut same = 0;
-    for sample in samples {
-        let plane = normalised(sample, normalization);
-        same += usize::from(peak(&a.infer_plane(&plane)?.heatmap) == peak(&b.infer_plane(&plane)?.heatmap));
-    }
-    Ok(same as f64 / samples.len().max(1) as f64)
+/// The fraction of images on which two bundles' answers agree in `what`. On the heatmap's hottest
+/// cell it is what quantisation costs the screen's lesion marker, which the classes alone do not show.
+fn fraction_agreeing<T: PartialEq>(a: &[Inference], b: &[Inference], what: impl Fn(&Inference) -> T) -> f64 {
+    let same = a.iter().zip(b).filter(|(x, y)| what(x) == what(y)).count();
+    same as f64 / a.len().max(1) as f64
+}
+
+/// The index of a heatmap's hottest cell.
+fn heatmap_peak(heatmap: &[f32]) -> Option<usize> {
+    heatmap.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|(i, _)| i)
 }

@@ -55,8 +55,9 @@ pub struct Quantised {
     pub summary: QuantisationSummary,
 }
 
-/// See [`dense_convs`].
-const MIN_REDUCTION: usize = 192;
+/// The shortest reduction (`C_in·kh·kw`) of a convolution quantised by default; see
+/// [`dense_convs`].
+pub const DEFAULT_MIN_REDUCTION: usize = 96;
 const LOW: f64 = 0.0001;
 const HIGH: f64 = 0.9999;
 /// Values kept per tensor per image for the percentiles (evenly strided).
@@ -97,21 +98,27 @@ pub fn calibration_planes(dir: &Path, preprocess: &PreprocessConfig, max: usize)
     Ok(planes)
 }
 
+/// Refuses a `min_reduction` that would leave no convolution of `graph` to quantise (before any
+/// output is written or replaced).
+pub fn check_min_reduction(graph: &Graph, min_reduction: usize) -> Result<()> {
+    dense_convs(graph, min_reduction).map(|_| ())
+}
+
 /// The convolutions worth quantising, `(node index, input name, output name)`, and how many stay
 /// float. A dense convolution is quantised when each of its outputs sums at least `min_reduction`
-/// products (`C_in · kh · kw`). An integer kernel's time per output tile is mostly fixed (the
-/// requantisation and the store of a 16×16 tile), so it pays over long reductions, and over short
-/// ones the float kernel is as fast before the quantize and dequantize passes are added. Measured
-/// on the field model (Lite0 at 160, tract, AVX-512 + AMX, per layer): 672 → 112 projections 0.17
-/// → 0.03 ms, 1152 → 192 0.15 → 0.03, 192 → 1152 0.15 → 0.06, but 112 → 672 expansions 0.13 →
-/// 0.10 plus about 0.04 of conversions. Against the rule it replaces (intensity
-/// `C_out·C_in·k²/(C_in+C_out)` ≥ 96, which took the expansions and left the 10×10 projections
-/// float) it gained 0.07–0.38 ms a frame with the same `val` macro-F1; the heatmap's peak cell
-/// moved from fp32's on more images (5 % against 2 %), which the card reports
-/// (docs/performance.md, stop 31). Depthwise convolutions always stay float.
-fn dense_convs(graph: &Graph, min_reduction: usize) -> (Vec<(usize, String, String)>, usize) {
+/// products (`C_in · kh · kw`): an integer product's gain grows with the reduction, while what it
+/// adds (quantising its input, dequantising its output) is a pass over each map whatever the
+/// reduction, so short reductions do not pay. Where that line falls moved as those passes got
+/// cheaper: at stop 31 (tract's int8 packing and dequantise casts as separate passes) 112 → 672
+/// expansions did not pay and the line was 192; once the activation packing and the dequantise cast
+/// folded into the product and the chain after it (stop 33), 96 was the fastest of 80, 96, 112,
+/// 144 and 192 (field model, Lite0 at 160; docs/performance.md, stop 34), with the same pointing
+/// game and macro-F1 within 0.4 point of fp32 on BUSI `val`, where 80 lost a pointing hit.
+/// Depthwise convolutions always stay float.
+fn dense_convs(graph: &Graph, min_reduction: usize) -> Result<(Vec<(usize, String, String)>, usize)> {
     let mut dense = Vec::new();
     let mut float = 0;
+    let mut longest = 0;
     let initializers: std::collections::HashSet<&str> =
         graph.graph().initializer.iter().map(|t| t.name.as_str()).collect();
     for (i, n) in graph.graph().node.iter().enumerate() {
@@ -124,13 +131,22 @@ fn dense_convs(graph: &Graph, min_reduction: usize) -> (Vec<(usize, String, Stri
             continue;
         };
         let reduction = weight.dims[1..].iter().product::<i64>().max(0) as usize;
+        if group == 1 {
+            longest = longest.max(reduction);
+        }
         if group != 1 || !initializers.contains(n.input[1].as_str()) || reduction < min_reduction {
             float += 1;
             continue;
         }
         dense.push((i, n.input[0].clone(), n.output[0].clone()));
     }
-    (dense, float)
+    if dense.is_empty() {
+        bail!(
+            "no dense convolution sums {min_reduction} or more products (the longest reduction, C_in·kh·kw, is \
+             {longest}), so nothing would be quantised; pass a --min-reduction of at most {longest}"
+        );
+    }
+    Ok((dense, float))
 }
 
 /// Runs the float graph with extra outputs on every calibration input and returns the
@@ -199,9 +215,9 @@ fn scalar_i8(name: &str, value: u8) -> TensorProto {
 
 /// Quantises the dense convolutions of the fp32 backbone `graph`; `fp32` supplies the centre-zoom
 /// views of the calibration images.
-pub fn quantize(graph: &Graph, fp32: &Pipeline, images: &[Vec<f32>]) -> Result<Quantised> {
+pub fn quantize(graph: &Graph, fp32: &Pipeline, images: &[Vec<f32>], min_reduction: usize) -> Result<Quantised> {
     let n = fp32.bundle().card.preprocess.input_size;
-    let (dense, float_convs) = dense_convs(graph, MIN_REDUCTION);
+    let (dense, float_convs) = dense_convs(graph, min_reduction)?;
     // Calibration inputs: each image and its centre-zoom view.
     let mut inputs = Vec::with_capacity(2 * images.len());
     for plane in images {
@@ -330,10 +346,52 @@ pub fn quantize(graph: &Graph, fp32: &Pipeline, images: &[Vec<f32>]) -> Result<Q
         summary: QuantisationSummary {
             quantised_convs: dense.len(),
             float_convs,
-            min_reduction: MIN_REDUCTION,
+            min_reduction,
             calibration_images: images.len(),
             percentiles: [LOW, HIGH],
             scheme: "QLinearConv, i8 symmetric activations per tensor (percentiles), i8 symmetric weights per tensor, i32 bias",
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped_backbone() -> Graph {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo-phantom/backbone.onnx");
+        Graph::decode(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    /// `C_in·kh·kw` of each convolution with one group (dense), by node index.
+    fn dense_reductions(graph: &Graph) -> HashMap<usize, usize> {
+        let g = graph.graph();
+        let weights: HashMap<&str, &[i64]> = g.initializer.iter().map(|t| (t.name.as_str(), &t.dims[..])).collect();
+        g.node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op_type == "Conv" && n.attribute.iter().all(|a| a.name != "group" || a.i == 1))
+            .map(|(i, n)| (i, weights[n.input[1].as_str()][1..].iter().product::<i64>() as usize))
+            .collect()
+    }
+
+    /// On the field model, the line takes exactly the dense convolutions at or over it, the others
+    /// stay float, and a line over the longest reduction is refused rather than quantising nothing.
+    #[test]
+    fn the_reduction_line_picks_the_long_dense_convolutions() {
+        let graph = shipped_backbone();
+        let reductions = dense_reductions(&graph);
+        let longest = *reductions.values().max().unwrap();
+        let (all, float_at_one) = dense_convs(&graph, 1).unwrap();
+        assert_eq!(all.len(), reductions.len());
+        for line in [DEFAULT_MIN_REDUCTION, 192, longest] {
+            let (picked, float) = dense_convs(&graph, line).unwrap();
+            let expected: Vec<usize> = all.iter().map(|c| c.0).filter(|i| reductions[i] >= line).collect();
+            assert_eq!(picked.iter().map(|c| c.0).collect::<Vec<_>>(), expected, "line {line}");
+            assert_eq!(float, float_at_one + all.len() - picked.len(), "line {line}");
+        }
+        assert!(dense_convs(&graph, DEFAULT_MIN_REDUCTION).unwrap().0.len() < all.len());
+        let error = check_min_reduction(&graph, longest + 1).unwrap_err().to_string();
+        assert!(error.contains("--min-reduction") && error.contains(&longest.to_string()), "{error}");
+    }
 }

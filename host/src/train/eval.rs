@@ -29,6 +29,50 @@ pub fn normalised(sample: &Sample, norm: &Normalization) -> Vec<f32> {
     plane
 }
 
+/// One image's maps as the network gave them, by whichever path (burn or a bundle on tract).
+#[derive(Debug, Clone, Copy)]
+pub struct LesionMaps<'a> {
+    /// The heatmap, row-major `heatmap_side²`.
+    pub heatmap: &'a [f32],
+    /// Its side (0: the network gave none).
+    pub heatmap_side: usize,
+    /// AttS, row-major `attention_side²`.
+    pub attention: &'a [f32],
+    /// Its side.
+    pub attention_side: usize,
+}
+
+/// Scores the pointing game, overall and per class, into `metrics` when some of `samples` (inputs
+/// `n × n`) have a lesion mask and the maps (one per sample) carry a heatmap; otherwise leaves
+/// `metrics` as it is.
+pub fn add_pointing_game(metrics: &mut Metrics, samples: &[Sample], maps: &[LesionMaps<'_>], n: usize) {
+    let lesions: Vec<(usize, &Vec<u8>)> = samples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.mask.as_ref().filter(|m| m.contains(&1)).map(|m| (i, m)))
+        .collect();
+    if lesions.is_empty() || maps.first().is_none_or(|m| m.heatmap_side == 0) {
+        return;
+    }
+    let images = |class: Option<usize>| {
+        lesions.iter().filter(move |(i, _)| class.is_none_or(|c| samples[*i].label == c)).map(|(i, mask)| {
+            let m = maps[*i];
+            LesionImage {
+                heatmap: m.heatmap,
+                heatmap_side: m.heatmap_side,
+                attention: m.attention,
+                attention_side: m.attention_side,
+                mask,
+            }
+        })
+    };
+    metrics.pointing_game = Some(PointingGame::score(images(None), n));
+    for (c, class) in metrics.per_class.iter_mut().enumerate() {
+        let game = PointingGame::score(images(Some(c)), n);
+        class.pointing_game = (game.total > 0).then_some(game);
+    }
+}
+
 /// Runs the inference path over `samples` in batches and scores it.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
@@ -51,32 +95,16 @@ pub fn evaluate(
     let predicted: Vec<usize> = predictions.iter().map(|p| p.class).collect();
     let probabilities: Vec<Vec<f32>> = predictions.iter().map(|p| p.probabilities.clone()).collect();
     let mut metrics = compute(class_names, &labels, &predicted, &probabilities);
-    let lesion_masks: Vec<(usize, &Vec<u8>)> = samples
+    let maps: Vec<LesionMaps<'_>> = predictions
         .iter()
-        .enumerate()
-        .filter_map(|(i, s)| s.mask.as_ref().filter(|m| m.contains(&1)).map(|m| (i, m)))
+        .map(|p| LesionMaps {
+            heatmap: &p.heatmap,
+            heatmap_side: p.heatmap_side,
+            attention: &p.attention,
+            attention_side: p.attention_side,
+        })
         .collect();
-    if !lesion_masks.is_empty() && predictions.first().is_some_and(|p| p.heatmap_side > 0) {
-        let (labels, predictions) = (&labels, &predictions);
-        let lesion_masks = &lesion_masks;
-        let images = move |class: Option<usize>| {
-            lesion_masks.iter().filter(move |(i, _)| class.is_none_or(|c| labels[*i] == c)).map(move |(i, mask)| {
-                let p = &predictions[*i];
-                LesionImage {
-                    heatmap: &p.heatmap,
-                    heatmap_side: p.heatmap_side,
-                    attention: &p.attention,
-                    attention_side: p.attention_side,
-                    mask,
-                }
-            })
-        };
-        metrics.pointing_game = Some(PointingGame::score(images(None), n));
-        for (c, class) in metrics.per_class.iter_mut().enumerate() {
-            let game = PointingGame::score(images(Some(c)), n);
-            class.pointing_game = (game.total > 0).then_some(game);
-        }
-    }
+    add_pointing_game(&mut metrics, samples, &maps, n);
     Evaluation { metrics, labels, predictions }
 }
 
