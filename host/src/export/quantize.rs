@@ -104,7 +104,14 @@ pub fn check_min_reduction(graph: &Graph, min_reduction: usize) -> Result<()> {
     dense_convs(graph, min_reduction).map(|_| ())
 }
 
-/// The convolutions worth quantising, `(node index, input name, output name)`, and how many stay
+/// A convolution to quantise: its node's index in the graph, its input and output tensors.
+struct DenseConv {
+    node: usize,
+    input: String,
+    output: String,
+}
+
+/// The convolutions worth quantising, and how many stay
 /// float. A dense convolution is quantised when each of its outputs sums at least `min_reduction`
 /// products (`C_in · kh · kw`): an integer product's gain grows with the reduction, while what it
 /// adds (quantising its input, dequantising its output) is a pass over each map whatever the
@@ -115,7 +122,7 @@ pub fn check_min_reduction(graph: &Graph, min_reduction: usize) -> Result<()> {
 /// 144 and 192 (field model, Lite0 at 160; docs/performance.md, stop 34), with the same pointing
 /// game and macro-F1 within 0.4 point of fp32 on BUSI `val`, where 80 lost a pointing hit.
 /// Depthwise convolutions always stay float.
-fn dense_convs(graph: &Graph, min_reduction: usize) -> Result<(Vec<(usize, String, String)>, usize)> {
+fn dense_convs(graph: &Graph, min_reduction: usize) -> Result<(Vec<DenseConv>, usize)> {
     let mut dense = Vec::new();
     let mut float = 0;
     let mut longest = 0;
@@ -138,7 +145,7 @@ fn dense_convs(graph: &Graph, min_reduction: usize) -> Result<(Vec<(usize, Strin
             float += 1;
             continue;
         }
-        dense.push((i, n.input[0].clone(), n.output[0].clone()));
+        dense.push(DenseConv { node: i, input: n.input[0].clone(), output: n.output[0].clone() });
     }
     if dense.is_empty() {
         bail!(
@@ -228,7 +235,7 @@ pub fn quantize(graph: &Graph, fp32: &Pipeline, images: &[Vec<f32>], min_reducti
             inputs.push(view);
         }
     }
-    let mut tensors: Vec<String> = dense.iter().flat_map(|(_, i, o)| [i.clone(), o.clone()]).collect();
+    let mut tensors: Vec<String> = dense.iter().flat_map(|c| [c.input.clone(), c.output.clone()]).collect();
     tensors.sort();
     tensors.dedup();
     let ranges = calibrate(graph, &tensors, &inputs, n)?;
@@ -239,7 +246,7 @@ pub fn quantize(graph: &Graph, fp32: &Pipeline, images: &[Vec<f32>], min_reducti
         g.initializer.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
     let mut replacements: HashMap<usize, Vec<tract_onnx::pb::NodeProto>> = HashMap::new();
     let mut new_initializers = Vec::new();
-    for (index, input, output) in &dense {
+    for DenseConv { node: index, input, output } in &dense {
         let conv = &g.node[*index];
         let prefix = format!("q{index}");
         let weight = &g.initializer[initializer_index[&conv.input[1]]];
@@ -386,8 +393,8 @@ mod tests {
         assert_eq!(all.len(), reductions.len());
         for line in [DEFAULT_MIN_REDUCTION, 192, longest] {
             let (picked, float) = dense_convs(&graph, line).unwrap();
-            let expected: Vec<usize> = all.iter().map(|c| c.0).filter(|i| reductions[i] >= line).collect();
-            assert_eq!(picked.iter().map(|c| c.0).collect::<Vec<_>>(), expected, "line {line}");
+            let expected: Vec<usize> = all.iter().map(|c| c.node).filter(|i| reductions[i] >= line).collect();
+            assert_eq!(picked.iter().map(|c| c.node).collect::<Vec<_>>(), expected, "line {line}");
             assert_eq!(float, float_at_one + all.len() - picked.len(), "line {line}");
         }
         assert!(dense_convs(&graph, DEFAULT_MIN_REDUCTION).unwrap().0.len() < all.len());
