@@ -265,10 +265,34 @@ fn run_export(args: ExportArgs) -> Result<()> {
         format!("{:?}", card.precision).to_lowercase(),
         report.bundle.display()
     );
+    warn_of_int8_loss(&card.metrics);
     if let (Some(key), Some(path)) = (signing_key, &args.sign) {
         signing::sign_with(&report.bundle, &key, path)?;
     }
     Ok(())
+}
+
+/// The most macro F1 an int8 bundle may lose against its fp32 source without a warning.
+const INT8_MACRO_F1_LOSS_WARNING: f64 = 0.01;
+
+/// How much macro F1 an int8 card's metrics lose against fp32 beyond
+/// [`INT8_MACRO_F1_LOSS_WARNING`] (`None` within it, or without both figures).
+fn int8_macro_f1_loss(metrics: &serde_json::Value) -> Option<f64> {
+    let loss = metrics["fp32"]["macro_f1"].as_f64()? - metrics["int8"]["macro_f1"].as_f64()?;
+    (loss > INT8_MACRO_F1_LOSS_WARNING).then_some(loss)
+}
+
+/// Says on stderr when quantisation cost more than a point of macro F1: the bundle is written (the
+/// figures are on its card), but it should not ship without a look.
+fn warn_of_int8_loss(metrics: &serde_json::Value) {
+    if let Some(loss) = int8_macro_f1_loss(metrics) {
+        let split = metrics["split"].as_str().unwrap_or("evaluation");
+        eprintln!(
+            "warning: int8 macro F1 is {:.1} points below fp32's on the {split} split; compare --min-reduction values \
+             (`cdnet quantise`, then `cdnet eval` on val) before shipping this bundle",
+            100.0 * loss
+        );
+    }
 }
 
 /// ", test accuracy … macro F1 …" for a bundle's card, and for an int8 bundle how it compares
@@ -302,6 +326,7 @@ fn run_quantise(args: QuantiseArgs) -> Result<()> {
     let metrics = metrics_summary(&report);
     let quantised = card.export["quantisation"]["quantised_convs"].as_u64().unwrap_or(0);
     println!("quantised {:?} to {} ({quantised} int8 convolutions){metrics}", card.name, report.bundle.display());
+    warn_of_int8_loss(&card.metrics);
     if let (Some(key), Some(path)) = (signing_key, &args.sign) {
         signing::sign_with(&report.bundle, &key, path)?;
     }
@@ -507,4 +532,19 @@ fn run_phantom(args: PhantomArgs, quiet: bool) -> Result<()> {
         summary.images as f64 / summary.seconds.max(1e-9)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_int8_loss_over_a_point_of_macro_f1_is_flagged() {
+        let card = |fp32: f64, int8: f64| serde_json::json!({"fp32": {"macro_f1": fp32}, "int8": {"macro_f1": int8}});
+        let loss = int8_macro_f1_loss(&card(0.9881, 0.5288)).unwrap();
+        assert!((loss - 0.4593).abs() < 1e-9, "{loss}");
+        assert_eq!(int8_macro_f1_loss(&card(0.9881, 0.9802)), None);
+        assert_eq!(int8_macro_f1_loss(&card(0.90, 0.95)), None);
+        assert_eq!(int8_macro_f1_loss(&serde_json::json!({"fp32": {"macro_f1": 0.9}})), None);
+    }
 }

@@ -107,7 +107,7 @@ fn head_graph(model_path: &Path, width: usize) -> Result<Graph> {
 }
 
 /// Runs a bundle with tract over samples (preprocessed planes, normalised here with the card's
-/// settings): the probabilities the board would give.
+/// settings): the answers the board would give (probabilities, class, heatmap).
 fn run_bundle(pipeline: &Pipeline, samples: &[Sample]) -> Result<Vec<Inference>> {
     let normalization = &pipeline.bundle().card.preprocess.normalization;
     samples.iter().map(|s| Ok(pipeline.infer_plane(&normalised(s, normalization))?)).collect()

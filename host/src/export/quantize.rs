@@ -111,17 +111,16 @@ struct DenseConv {
     output: String,
 }
 
-/// The convolutions worth quantising, and how many stay
-/// float. A dense convolution is quantised when each of its outputs sums at least `min_reduction`
-/// products (`C_in · kh · kw`): an integer product's gain grows with the reduction, while what it
-/// adds (quantising its input, dequantising its output) is a pass over each map whatever the
-/// reduction, so short reductions do not pay. Where that line falls moved as those passes got
-/// cheaper: at stop 31 (tract's int8 packing and dequantise casts as separate passes) 112 → 672
-/// expansions did not pay and the line was 192; once the activation packing and the dequantise cast
-/// folded into the product and the chain after it (stop 33), 96 was the fastest of 80, 96, 112,
-/// 144 and 192 (field model, Lite0 at 160; docs/performance.md, stop 34), with the same pointing
-/// game and macro-F1 within 0.4 point of fp32 on BUSI `val`, where 80 lost a pointing hit.
-/// Depthwise convolutions always stay float.
+/// The convolutions worth quantising, and how many stay float. A dense convolution is quantised
+/// when each of its outputs sums at least `min_reduction` products (`C_in · kh · kw`): an integer
+/// product's gain grows with the reduction, while what it adds (quantising its input,
+/// dequantising its output) is a pass over each map whatever the reduction, so short reductions
+/// do not pay. Where that line falls moved as those passes got cheaper: at stop 31 (tract's int8
+/// packing and dequantise casts as separate passes) 112 → 672 expansions did not pay and the line
+/// was 192; once the activation packing and the dequantise cast folded into the product and the
+/// chain after it (stop 33), 96 was the fastest of 80, 96, 112, 144 and 192 (field model, Lite0 at
+/// 160; docs/performance.md, stop 34), with the same pointing game and macro-F1 within 0.4 point
+/// of fp32 on BUSI `val`, where 80 lost a pointing hit. Depthwise convolutions always stay float.
 fn dense_convs(graph: &Graph, min_reduction: usize) -> Result<(Vec<DenseConv>, usize)> {
     let mut dense = Vec::new();
     let mut float = 0;
