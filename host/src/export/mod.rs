@@ -19,8 +19,8 @@ use crate::data::{Dataset, Sample};
 use crate::model::Cdnet;
 use crate::model::infer::predict;
 use crate::model::saved::{self, ModelInfo};
-use crate::train::eval::{LesionMaps, add_pointing_game, normalised};
-use crate::train::metrics::{Metrics, compute};
+use crate::train::eval::{add_pointing_game, normalised};
+use crate::train::metrics::{LesionMaps, Metrics, compute};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn_onnx::export::OnnxExporter;
@@ -120,15 +120,8 @@ fn metrics_of(pipeline: &Pipeline, samples: &[Sample], answers: &[Inference]) ->
     let predicted: Vec<usize> = answers.iter().map(|a| a.class).collect();
     let probabilities: Vec<Vec<f32>> = answers.iter().map(|a| a.probabilities.clone()).collect();
     let mut metrics = compute(pipeline.bundle().card.labels.names(), &labels, &predicted, &probabilities);
-    let maps: Vec<LesionMaps<'_>> = answers
-        .iter()
-        .map(|a| LesionMaps {
-            heatmap: &a.heatmap,
-            heatmap_side: a.heatmap_side,
-            attention: &a.attention,
-            attention_side: a.attention_side,
-        })
-        .collect();
+    let maps: Vec<LesionMaps<'_>> =
+        answers.iter().map(|a| LesionMaps::new(&a.heatmap, a.heatmap_side, &a.attention, a.attention_side)).collect();
     add_pointing_game(&mut metrics, samples, &maps, pipeline.bundle().card.preprocess.input_size);
     metrics
 }

@@ -1,6 +1,6 @@
 //! Evaluation: the inference path over a set of samples → metrics, pointing game and report figures.
 
-use super::metrics::{LesionImage, Metrics, PointingGame, compute};
+use super::metrics::{LesionImage, LesionMaps, Metrics, PointingGame, compute};
 use super::report;
 use crate::data::Sample;
 use crate::model::Cdnet;
@@ -29,19 +29,6 @@ pub fn normalised(sample: &Sample, norm: &Normalization) -> Vec<f32> {
     plane
 }
 
-/// One image's maps as the network gave them, by whichever path (burn or a bundle on tract).
-#[derive(Debug, Clone, Copy)]
-pub struct LesionMaps<'a> {
-    /// The heatmap, row-major `heatmap_side²`.
-    pub heatmap: &'a [f32],
-    /// Its side (0: the network gave none).
-    pub heatmap_side: usize,
-    /// AttS, row-major `attention_side²`.
-    pub attention: &'a [f32],
-    /// Its side.
-    pub attention_side: usize,
-}
-
 /// Scores the pointing game, overall and per class, into `metrics` when some of `samples` (inputs
 /// `n × n`) have a lesion mask and the maps (one per sample) carry a heatmap; otherwise leaves
 /// `metrics` as it is.
@@ -55,16 +42,10 @@ pub fn add_pointing_game(metrics: &mut Metrics, samples: &[Sample], maps: &[Lesi
         return;
     }
     let images = |class: Option<usize>| {
-        lesions.iter().filter(move |(i, _)| class.is_none_or(|c| samples[*i].label == c)).map(|(i, mask)| {
-            let m = maps[*i];
-            LesionImage {
-                heatmap: m.heatmap,
-                heatmap_side: m.heatmap_side,
-                attention: m.attention,
-                attention_side: m.attention_side,
-                mask,
-            }
-        })
+        lesions
+            .iter()
+            .filter(move |(i, _)| class.is_none_or(|c| samples[*i].label == c))
+            .map(|(i, mask)| LesionImage { maps: maps[*i], mask })
     };
     metrics.pointing_game = Some(PointingGame::score(images(None), n));
     for (c, class) in metrics.per_class.iter_mut().enumerate() {
@@ -97,12 +78,7 @@ pub fn evaluate(
     let mut metrics = compute(class_names, &labels, &predicted, &probabilities);
     let maps: Vec<LesionMaps<'_>> = predictions
         .iter()
-        .map(|p| LesionMaps {
-            heatmap: &p.heatmap,
-            heatmap_side: p.heatmap_side,
-            attention: &p.attention,
-            attention_side: p.attention_side,
-        })
+        .map(|p| LesionMaps::new(&p.heatmap, p.heatmap_side, &p.attention, p.attention_side))
         .collect();
     add_pointing_game(&mut metrics, samples, &maps, n);
     Evaluation { metrics, labels, predictions }

@@ -72,17 +72,32 @@ pub struct PointingGame {
     pub centre_score: f64,
 }
 
-/// One lesion image for the pointing game: its heatmap, AttS and `n × n` mask.
+/// An image's heatmap and AttS as the network gave them, by whichever path (burn, or a bundle on
+/// tract).
 #[derive(Debug, Clone, Copy)]
-pub struct LesionImage<'a> {
+pub struct LesionMaps<'a> {
     /// The heatmap, row-major `heatmap_side²`.
     pub heatmap: &'a [f32],
-    /// Its side.
+    /// Its side (0: the network gave none).
     pub heatmap_side: usize,
     /// AttS, row-major `attention_side²`.
     pub attention: &'a [f32],
     /// Its side.
     pub attention_side: usize,
+}
+
+impl<'a> LesionMaps<'a> {
+    /// The maps of one answer.
+    pub fn new(heatmap: &'a [f32], heatmap_side: usize, attention: &'a [f32], attention_side: usize) -> Self {
+        Self { heatmap, heatmap_side, attention, attention_side }
+    }
+}
+
+/// One lesion image for the pointing game: its maps and `n × n` mask.
+#[derive(Debug, Clone, Copy)]
+pub struct LesionImage<'a> {
+    /// What the network gave.
+    pub maps: LesionMaps<'a>,
     /// Lesion mask (non-zero = lesion).
     pub mask: &'a [u8],
 }
@@ -95,12 +110,12 @@ impl PointingGame {
         for image in images {
             total += 1;
             centre_hits += usize::from(near_lesion((n / 2, n / 2), image.mask, n, tolerance_px));
-            if let Ok(geometry) = HeatmapGeometry::new(image.heatmap_side, n) {
-                hits += usize::from(pointing_hit(&geometry, image.heatmap, image.mask, tolerance_px));
-                cell_hits += usize::from(pointing_cell_hit(&geometry, image.heatmap, image.mask));
+            if let Ok(geometry) = HeatmapGeometry::new(image.maps.heatmap_side, n) {
+                hits += usize::from(pointing_hit(&geometry, image.maps.heatmap, image.mask, tolerance_px));
+                cell_hits += usize::from(pointing_cell_hit(&geometry, image.maps.heatmap, image.mask));
             }
-            if let Ok(geometry) = HeatmapGeometry::new(image.attention_side, n) {
-                attention_hits += usize::from(pointing_hit(&geometry, image.attention, image.mask, tolerance_px));
+            if let Ok(geometry) = HeatmapGeometry::new(image.maps.attention_side, n) {
+                attention_hits += usize::from(pointing_hit(&geometry, image.maps.attention, image.mask, tolerance_px));
             }
         }
         let rate = |h: usize| if total == 0 { 0.0 } else { h as f64 / total as f64 };
@@ -360,7 +375,7 @@ mod tests {
         fine[159 * 224 + 179] = 1.0;
         assert!(pointing_hit(&tolerance_case, &fine, &mask, 15.0));
         assert!(!pointing_hit(&tolerance_case, &fine, &mask, 9.0));
-        let image = LesionImage { heatmap: &att, heatmap_side: 7, attention: &att, attention_side: 7, mask: &mask };
+        let image = LesionImage { maps: LesionMaps::new(&att, 7, &att, 7), mask: &mask };
         let game = PointingGame::score([image], 224);
         assert_eq!((game.hits, game.cell_hits, game.attention_hits, game.total), (0, 0, 0, 1));
         // The centre (112, 112) is 38 px from the lesion: the centre baseline misses it; a lesion
