@@ -50,7 +50,7 @@ tract_data::declare_knob!(
     TRACT_AVX512_FMA_UNITS,
     Option<String>,
     None,
-    "x86_64: force the 512-bit FMA-port count (1 or 2) instead of runtime-probing. The zmm VNNI 16x16 kernel is preferred over the ymm 8x8 only where there are two; both are available either way."
+    "x86_64: force the 512-bit FMA-port count (1 or 2) instead of runtime-probing. The zmm VNNI 16x16 kernel is preferred over the ymm 8x8 where there are two; with one, tract times the two kernels and prefers the 16x16 where it is clearly faster, unless this knob forces 1. Both are available either way."
 );
 
 tract_data::declare_knob!(

@@ -34,6 +34,8 @@
 // `TRACT_AVX512_FMA_UNITS` (`1` or `2`) skips the probe entirely -- an escape
 // hatch for locked-down hosts, reproducible benchmarking, or forcing a verdict.
 
+use crate::mmm::{FusedKerSpec, MatMatMulKer, OutputStoreKer};
+use crate::pack::PackedI8K4;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -49,15 +51,24 @@ pub fn has_dual_avx512_fma() -> bool {
     avx512_fma_units() >= 2
 }
 
-fn detect_fma_units() -> u8 {
-    if let Some(v) = crate::knobs::TRACT_AVX512_FMA_UNITS.get() {
-        match v.trim() {
-            "1" => return 1,
-            "2" => return 2,
-            other => log::warn!(
+/// The port count `TRACT_AVX512_FMA_UNITS` forces, if it is set to something understood.
+fn forced_fma_units() -> Option<u8> {
+    let v = crate::knobs::TRACT_AVX512_FMA_UNITS.get()?;
+    match v.trim() {
+        "1" => Some(1),
+        "2" => Some(2),
+        other => {
+            log::warn!(
                 "TRACT_AVX512_FMA_UNITS={other:?} not understood (expected 1 or 2); probing"
-            ),
+            );
+            None
         }
+    }
+}
+
+fn detect_fma_units() -> u8 {
+    if let Some(units) = forced_fma_units() {
+        return units;
     }
     // VPDPBUSD (and the zmm 16x16 kernel) require AVX-512-VNNI; without it the
     // wide kernel is never selected, so the safe single-FMA answer is correct.
@@ -196,4 +207,158 @@ unsafe fn probe_fma_units() -> u8 {
         "avx512_fma_units probe: iters={iters} t_ymm={t_ymm}ns t_zmm={t_zmm}ns mac_ratio={mac_ratio:.2}"
     );
     if mac_ratio >= 1.5 { 2 } else { 1 }
+}
+
+/// Least speed-up, in MAC/s, the wide tile must show over the narrow one on a single-port core
+/// before it is preferred: the kernels are timed on one tile in L1, and a network's walk adds
+/// tile padding (a 16-wide tile wastes more of an odd M or N) that the timing does not see.
+const WIDE_TILE_MIN_SPEEDUP: f64 = 1.2;
+
+/// Reduction depth of the timed tiles: a pointwise convolution's in a small CNN, where a tile's
+/// call and epilogue still weigh against its inner loop as they do in the network.
+const TILE_PROBE_K: usize = 128;
+
+/// Whether the zmm 16x16 VNNI tile (`wide`) should be preferred to the ymm 8x8 (`narrow`).
+///
+/// `TRACT_AVX512_FMA_UNITS` forces the answer, and two 512-bit ports settle it (the port probe
+/// above). A single-port core may still run the wide tile faster: the ALU ties there, but the
+/// 8x8 kernel issues one broadcast load per VPDPBUSD and pays a tile's call, bias correction
+/// and store for a quarter of the work, so where those are its limit and not the ALU (AMD Zen
+/// 4, whose double-pumped 512-bit VPDPBUSD ties two 256-bit ones) the 16x16 still wins. So on
+/// one port the two kernels themselves are timed, once, and the wide one is preferred only
+/// where it runs at least `WIDE_TILE_MIN_SPEEDUP` times the narrow one's MAC/s (the client
+/// cores where it regressed real matmuls keep the 8x8). ~1 ms; the caller memoises it.
+pub fn wide_vnni_tile_pays<N, W>(narrow: &N, wide: &W) -> bool
+where
+    N: MatMatMulKer<Acc = i32>,
+    W: MatMatMulKer<Acc = i32>,
+{
+    if let Some(units) = forced_fma_units() {
+        return units >= 2;
+    }
+    if has_dual_avx512_fma() {
+        return true;
+    }
+    if !std::is_x86_feature_detected!("avx512vnni") || !narrow.runnable() || !wide.runnable() {
+        return false;
+    }
+    let speedup = wide_tile_speedup(narrow, wide);
+    log::info!("avx512 vnni: the 16x16 tile runs {speedup:.2}x the 8x8's MAC/s on one port");
+    speedup >= WIDE_TILE_MIN_SPEEDUP
+}
+
+/// Packed operands and output of one timed tile, in L1: zeros (VPDPBUSD's timing does not
+/// depend on the values), aligned for the kernels' panel loads.
+#[repr(C, align(64))]
+struct TileProbeBuffers {
+    a: [u8; 16 * TILE_PROBE_K],
+    b: [u8; 16 * TILE_PROBE_K],
+    c: [i32; 16 * 16],
+}
+
+/// MAC/s of `wide` over MAC/s of `narrow`, each the best of a few windows of back-to-back
+/// tiles (Clear, AddMatMul over `TILE_PROBE_K`, Store of the i32 tile).
+fn wide_tile_speedup<N, W>(narrow: &N, wide: &W) -> f64
+where
+    N: MatMatMulKer<Acc = i32>,
+    W: MatMatMulKer<Acc = i32>,
+{
+    const TRIALS: usize = 5;
+    const WINDOW_NS: u128 = 100_000;
+    let mut bufs = Box::new(TileProbeBuffers {
+        a: [0; 16 * TILE_PROBE_K],
+        b: [0; 16 * TILE_PROBE_K],
+        c: [0; 16 * 16],
+    });
+    let mut calls: u64 = 64;
+    while time_tiles(narrow, &mut bufs, calls) < WINDOW_NS && calls < 1 << 20 {
+        calls <<= 1;
+    }
+    let mut rate = |ker_ns: &mut dyn FnMut(&mut TileProbeBuffers) -> u128, macs: usize| {
+        ker_ns(&mut bufs); // warm-up: the zmm kernel's frequency licence settles first
+        let best = (0..TRIALS).map(|_| ker_ns(&mut bufs)).min().unwrap_or(1);
+        (macs * TILE_PROBE_K) as f64 * calls as f64 / best as f64
+    };
+    let narrow_rate = rate(&mut |b| time_tiles(narrow, b, calls), narrow.mr() * narrow.nr());
+    let wide_rate = rate(&mut |b| time_tiles(wide, b, calls), wide.mr() * wide.nr());
+    wide_rate / narrow_rate
+}
+
+/// Nanoseconds `ker` takes for `calls` tiles over the probe buffers.
+fn time_tiles<K>(ker: &K, bufs: &mut TileProbeBuffers, calls: u64) -> u128
+where
+    K: MatMatMulKer<Acc = i32>,
+{
+    let packing = ker
+        .packings()
+        .iter()
+        .position(|(a, b)| a.is::<PackedI8K4>() && b.is::<PackedI8K4>())
+        .expect("a VNNI kernel packs both operands as PackedI8K4");
+    let c = OutputStoreKer {
+        ptr: bufs.c.as_mut_ptr() as *mut u8,
+        row_byte_stride: (4 * ker.nr()) as isize,
+        col_byte_stride: 4,
+        item_size: 4,
+    };
+    let ops = [
+        FusedKerSpec::Clear,
+        FusedKerSpec::AddMatMul {
+            k: TILE_PROBE_K,
+            pa: bufs.a.as_ptr(),
+            pb: bufs.b.as_ptr(),
+            packing,
+        },
+        FusedKerSpec::Store(c),
+        FusedKerSpec::Done,
+    ];
+    let start = Instant::now();
+    for _ in 0..calls {
+        std::hint::black_box(ker.kernel(std::hint::black_box(&ops)));
+    }
+    start.elapsed().as_nanos().max(1)
+}
+
+#[cfg(test)]
+mod wide_tile_probe_tests {
+    use super::*;
+    use crate::x86_64::mmm::{avx512vnni_mmm_i32_8x8, avx512vnni_mmm_i32_16x16};
+
+    /// The probe times real products: with every byte of both operands 1, each tile it stores
+    /// holds K in every cell, at each kernel's own tile width (a wrong packing index or store
+    /// stride leaves zeros or writes past the tile).
+    #[test]
+    fn the_timed_tiles_are_real_products() {
+        if !avx512vnni_mmm_i32_8x8.runnable() {
+            eprintln!("SKIPPED: no AVX-512 VNNI on this CPU");
+            return;
+        }
+        for ker in [&*avx512vnni_mmm_i32_8x8 as &dyn TileTimed, &*avx512vnni_mmm_i32_16x16] {
+            let mut bufs = Box::new(TileProbeBuffers {
+                a: [1; 16 * TILE_PROBE_K],
+                b: [1; 16 * TILE_PROBE_K],
+                c: [-1; 16 * 16],
+            });
+            let (mr, nr) = ker.tile();
+            ker.time(&mut bufs, 1);
+            assert!(bufs.c[..mr * nr].iter().all(|&x| x == TILE_PROBE_K as i32), "{:?}", bufs.c);
+            assert!(bufs.c[mr * nr..].iter().all(|&x| x == -1));
+        }
+        let speedup = wide_tile_speedup(&*avx512vnni_mmm_i32_8x8, &*avx512vnni_mmm_i32_16x16);
+        eprintln!("16x16 over 8x8, MAC/s on one tile in L1: {speedup:.2}");
+        assert!(speedup.is_finite() && speedup > 0.0);
+    }
+
+    trait TileTimed {
+        fn tile(&self) -> (usize, usize);
+        fn time(&self, bufs: &mut TileProbeBuffers, calls: u64) -> u128;
+    }
+
+    impl<K: MatMatMulKer<Acc = i32>> TileTimed for K {
+        fn tile(&self) -> (usize, usize) {
+            (self.mr(), self.nr())
+        }
+        fn time(&self, bufs: &mut TileProbeBuffers, calls: u64) -> u128 {
+            time_tiles(self, bufs, calls)
+        }
+    }
 }

@@ -13,14 +13,22 @@ use crate::pack::PackedI8K4;
 use super::amx::PackedAmxA;
 #[cfg(tract_amx_bf16)]
 use super::amx_bf16::{PackedAmxBf16A, PackedBf16K2};
+/// Whether the zmm 16x16 VNNI tile out-runs the ymm 8x8 here: on cores with two 512-bit FMA
+/// ports, and on one-port cores where timing the two kernels says so (`wide_vnni_tile_pays`).
+/// Memoised: the timing runs once a process.
 #[cfg(tract_avx512vnni)]
-use super::fma_width::has_dual_avx512_fma;
+fn wide_vnni_tile() -> bool {
+    static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PAYS.get_or_init(|| {
+        super::fma_width::wide_vnni_tile_pays(&*avx512vnni_mmm_i32_8x8, &*avx512vnni_mmm_i32_16x16)
+    })
+}
 
-/// The zmm 16x16 VNNI tile only out-throughputs the ymm 8x8 on cores with two 512-bit FMA
-/// ports; elsewhere it is pure tile-padding overhead, so there it must lose every tie to the
-/// 8x8. It stays runnable on every VNNI core, so that its tests run there too.
+/// Where the zmm 16x16 VNNI tile does not out-run the ymm 8x8 it is pure tile-padding overhead,
+/// so there it must lose every tie to the 8x8. It stays runnable on every VNNI core, so that its
+/// tests run there too.
 #[cfg(tract_avx512vnni)]
-const AVX512VNNI_WIDE_TILE: fn() -> isize = || if has_dual_avx512_fma() { 50 } else { -1 };
+const AVX512VNNI_WIDE_TILE: fn() -> isize = || if wide_vnni_tile() { 50 } else { -1 };
 
 /// The AMX bf16 kernel truncates its f32 operands to bf16 (~1/2^8 relative error per multiply),
 /// so it is opt-in through TRACT_AMX_BF16 and off by default even where the hardware has it.
@@ -175,11 +183,12 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_8x8<i32>(8,8)@(256,4) isa(X86_64Av
 // 2x work/iteration only turns into 2x throughput when the core has two
 // 512-bit FMA units to retire two VPDPBUSD/zmm per cycle; single-512-FMA
 // client cores (Ice Lake-U / Tiger Lake / Rocket Lake) get no gain and stay on
-// the 8x8 ymm kernel -- see `has_dual_avx512_fma()` in `fma_width.rs`.
+// the 8x8 ymm kernel, unless timing the two kernels shows the wide one faster
+// there (AMD Zen 4) -- see `wide_vnni_tile_pays()` in `fma_width.rs`.
 //
-// On dual-FMA cores the boost lifts it above the 8x8 VNNI kernel in the einsum
+// Where it pays the boost lifts it above the 8x8 VNNI kernel in the einsum
 // kernel-selection scorer for unknown shapes, while staying below the AMX 16x16
-// kernels' boost(100) so AMX still wins when both are present; on single-FMA cores
+// kernels' boost(100) so AMX still wins when both are present; elsewhere
 // it goes negative so the 8x8 wins instead.
 #[cfg(tract_avx512vnni)]
 MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x16<i32>(16,16)@(64,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
@@ -262,8 +271,10 @@ MMMExternKernel! { x86_64; avx512amx_mmm_f32_16x16<f32>(16,16)@(64,4) isa(X86_64
 /// Rocket Lake) one 512-bit VPDPBUSD/cycle delivers the same MAC/s as two 256-bit
 /// VPDPBUSD/cycle, so the wider tile is pure overhead (extra A-packing, the 16-column +128 bias
 /// correction, a bigger epilogue) and regresses real matmuls -- e.g. -4..-11% on int8 LLM/TDNN
-/// prefill on an i9-11900KB. So this tier names the 16x16 only on dual-FMA cores; the einsum
-/// scorer is held off it by `AVX512VNNI_WIDE_TILE` going negative elsewhere.
+/// prefill on an i9-11900KB. So this tier names the 16x16 only on dual-FMA cores and on
+/// single-FMA ones where the two kernels, timed, show the wide tile clearly faster (AMD Zen 4,
+/// where the 8x8 is held back by its loads and per-tile work, not the ALU: `wide_vnni_tile`);
+/// the einsum scorer is held off it by `AVX512VNNI_WIDE_TILE` going negative elsewhere.
 ///
 /// Where it does name the wide tile the dispatch is shape-adaptive, mirroring the AMX int8 path:
 /// the 16x16 is the throughput champion when each of M and N fills at least one tile, and the
@@ -279,7 +290,7 @@ fn avx512vnni_preferred(
 ) -> Option<&'static str> {
     match (dt, query.n) {
         (DatumType::I32, Some(1)) => None,
-        (DatumType::I32, _) if !has_dual_avx512_fma() => Some(avx512vnni_mmm_i32_8x8.name.as_str()),
+        (DatumType::I32, _) if !wide_vnni_tile() => Some(avx512vnni_mmm_i32_8x8.name.as_str()),
         (DatumType::I32, _) => {
             let big = |o: Option<usize>, t: usize| o.is_none_or(|v| v >= t);
             Some(if big(query.m, 16) && big(query.n, 16) {
