@@ -242,7 +242,9 @@ where
     if !std::is_x86_feature_detected!("avx512vnni") || !narrow.runnable() || !wide.runnable() {
         return false;
     }
-    let speedup = wide_tile_speedup(narrow, wide);
+    let Some(speedup) = wide_tile_speedup(narrow, wide) else {
+        return false;
+    };
     log::info!("avx512 vnni: the 16x16 tile runs {speedup:.2}x the 8x8's MAC/s on one port");
     speedup >= WIDE_TILE_MIN_SPEEDUP
 }
@@ -257,13 +259,15 @@ struct TileProbeBuffers {
 }
 
 /// MAC/s of `wide` over MAC/s of `narrow`, each the best of a few windows of back-to-back
-/// tiles (Clear, AddMatMul over `TILE_PROBE_K`, Store of the i32 tile).
-fn wide_tile_speedup<N, W>(narrow: &N, wide: &W) -> f64
+/// tiles (Clear, AddMatMul over `TILE_PROBE_K`, Store of the i32 tile). `None` if either kernel
+/// has no i8 × i8 packing to time.
+fn wide_tile_speedup<N, W>(narrow: &N, wide: &W) -> Option<f64>
 where
     N: MatMatMulKer<Acc = i32>,
     W: MatMatMulKer<Acc = i32>,
 {
     const TRIALS: usize = 5;
+    let (narrow_packing, wide_packing) = (i8_packing(narrow)?, i8_packing(wide)?);
     const WINDOW_NS: u128 = 100_000;
     let mut bufs = Box::new(TileProbeBuffers {
         a: [0; 16 * TILE_PROBE_K],
@@ -271,7 +275,7 @@ where
         c: [0; 16 * 16],
     });
     let mut calls: u64 = 64;
-    while time_tiles(narrow, &mut bufs, calls) < WINDOW_NS && calls < 1 << 20 {
+    while time_tiles(narrow, narrow_packing, &mut bufs, calls) < WINDOW_NS && calls < 1 << 20 {
         calls <<= 1;
     }
     let mut rate = |ker_ns: &mut dyn FnMut(&mut TileProbeBuffers) -> u128, macs: usize| {
@@ -279,21 +283,22 @@ where
         let best = (0..TRIALS).map(|_| ker_ns(&mut bufs)).min().unwrap_or(1);
         (macs * TILE_PROBE_K) as f64 * calls as f64 / best as f64
     };
-    let narrow_rate = rate(&mut |b| time_tiles(narrow, b, calls), narrow.mr() * narrow.nr());
-    let wide_rate = rate(&mut |b| time_tiles(wide, b, calls), wide.mr() * wide.nr());
-    wide_rate / narrow_rate
+    let narrow_rate =
+        rate(&mut |b| time_tiles(narrow, narrow_packing, b, calls), narrow.mr() * narrow.nr());
+    let wide_rate = rate(&mut |b| time_tiles(wide, wide_packing, b, calls), wide.mr() * wide.nr());
+    Some(wide_rate / narrow_rate)
 }
 
-/// Nanoseconds `ker` takes for `calls` tiles over the probe buffers.
-fn time_tiles<K>(ker: &K, bufs: &mut TileProbeBuffers, calls: u64) -> u128
+/// Which of `ker`'s packings takes both operands as i8 in the K=4-inner layout.
+fn i8_packing<K: MatMatMulKer<Acc = i32>>(ker: &K) -> Option<usize> {
+    ker.packings().iter().position(|(a, b)| a.is::<PackedI8K4>() && b.is::<PackedI8K4>())
+}
+
+/// Nanoseconds `ker` takes for `calls` tiles over the probe buffers, with its packing `packing`.
+fn time_tiles<K>(ker: &K, packing: usize, bufs: &mut TileProbeBuffers, calls: u64) -> u128
 where
     K: MatMatMulKer<Acc = i32>,
 {
-    let packing = ker
-        .packings()
-        .iter()
-        .position(|(a, b)| a.is::<PackedI8K4>() && b.is::<PackedI8K4>())
-        .expect("a VNNI kernel packs both operands as PackedI8K4");
     let c = OutputStoreKer {
         ptr: bufs.c.as_mut_ptr() as *mut u8,
         row_byte_stride: (4 * ker.nr()) as isize,
@@ -343,7 +348,8 @@ mod wide_tile_probe_tests {
             assert!(bufs.c[..mr * nr].iter().all(|&x| x == TILE_PROBE_K as i32), "{:?}", bufs.c);
             assert!(bufs.c[mr * nr..].iter().all(|&x| x == -1));
         }
-        let speedup = wide_tile_speedup(&*avx512vnni_mmm_i32_8x8, &*avx512vnni_mmm_i32_16x16);
+        let speedup = wide_tile_speedup(&*avx512vnni_mmm_i32_8x8, &*avx512vnni_mmm_i32_16x16)
+            .expect("both kernels pack i8 x i8");
         eprintln!("16x16 over 8x8, MAC/s on one tile in L1: {speedup:.2}");
         assert!(speedup.is_finite() && speedup > 0.0);
     }
@@ -358,7 +364,7 @@ mod wide_tile_probe_tests {
             (self.mr(), self.nr())
         }
         fn time(&self, bufs: &mut TileProbeBuffers, calls: u64) -> u128 {
-            time_tiles(self, bufs, calls)
+            time_tiles(self, i8_packing(self).unwrap(), bufs, calls)
         }
     }
 }
