@@ -239,7 +239,7 @@ where
     if has_dual_avx512_fma() {
         return true;
     }
-    if !std::is_x86_feature_detected!("avx512vnni") || !narrow.runnable() || !wide.runnable() {
+    if !narrow.runnable() || !wide.runnable() {
         return false;
     }
     let Some(speedup) = wide_tile_speedup(narrow, wide) else {
@@ -266,9 +266,8 @@ where
     N: MatMatMulKer<Acc = i32>,
     W: MatMatMulKer<Acc = i32>,
 {
-    const TRIALS: usize = 5;
-    let (narrow_packing, wide_packing) = (i8_packing(narrow)?, i8_packing(wide)?);
     const WINDOW_NS: u128 = 100_000;
+    let (narrow_packing, wide_packing) = (i8_packing(narrow)?, i8_packing(wide)?);
     let mut bufs = Box::new(TileProbeBuffers {
         a: [0; 16 * TILE_PROBE_K],
         b: [0; 16 * TILE_PROBE_K],
@@ -278,15 +277,20 @@ where
     while time_tiles(narrow, narrow_packing, &mut bufs, calls) < WINDOW_NS && calls < 1 << 20 {
         calls <<= 1;
     }
-    let mut rate = |ker_ns: &mut dyn FnMut(&mut TileProbeBuffers) -> u128, macs: usize| {
-        ker_ns(&mut bufs); // warm-up: the zmm kernel's frequency licence settles first
-        let best = (0..TRIALS).map(|_| ker_ns(&mut bufs)).min().unwrap_or(1);
-        (macs * TILE_PROBE_K) as f64 * calls as f64 / best as f64
-    };
-    let narrow_rate =
-        rate(&mut |b| time_tiles(narrow, narrow_packing, b, calls), narrow.mr() * narrow.nr());
-    let wide_rate = rate(&mut |b| time_tiles(wide, wide_packing, b, calls), wide.mr() * wide.nr());
+    let narrow_rate = tile_rate(narrow, narrow_packing, &mut bufs, calls);
+    let wide_rate = tile_rate(wide, wide_packing, &mut bufs, calls);
     Some(wide_rate / narrow_rate)
+}
+
+/// MAC/s of `ker` over `calls` tiles, the best of five windows after one untimed (the zmm
+/// kernel's frequency licence settles first).
+fn tile_rate<K>(ker: &K, packing: usize, bufs: &mut TileProbeBuffers, calls: u64) -> f64
+where
+    K: MatMatMulKer<Acc = i32>,
+{
+    time_tiles(ker, packing, bufs, calls);
+    let best = (0..5).map(|_| time_tiles(ker, packing, bufs, calls)).min().unwrap_or(1);
+    (ker.mr() * ker.nr() * TILE_PROBE_K) as f64 * calls as f64 / best as f64
 }
 
 /// Which of `ker`'s packings takes both operands as i8 in the K=4-inner layout.
@@ -337,34 +341,23 @@ mod wide_tile_probe_tests {
             eprintln!("SKIPPED: no AVX-512 VNNI on this CPU");
             return;
         }
-        for ker in [&*avx512vnni_mmm_i32_8x8 as &dyn TileTimed, &*avx512vnni_mmm_i32_16x16] {
-            let mut bufs = Box::new(TileProbeBuffers {
-                a: [1; 16 * TILE_PROBE_K],
-                b: [1; 16 * TILE_PROBE_K],
-                c: [-1; 16 * 16],
-            });
-            let (mr, nr) = ker.tile();
-            ker.time(&mut bufs, 1);
-            assert!(bufs.c[..mr * nr].iter().all(|&x| x == TILE_PROBE_K as i32), "{:?}", bufs.c);
-            assert!(bufs.c[mr * nr..].iter().all(|&x| x == -1));
-        }
+        stores_k_everywhere(&*avx512vnni_mmm_i32_8x8);
+        stores_k_everywhere(&*avx512vnni_mmm_i32_16x16);
         let speedup = wide_tile_speedup(&*avx512vnni_mmm_i32_8x8, &*avx512vnni_mmm_i32_16x16)
             .expect("both kernels pack i8 x i8");
         eprintln!("16x16 over 8x8, MAC/s on one tile in L1: {speedup:.2}");
         assert!(speedup.is_finite() && speedup > 0.0);
     }
 
-    trait TileTimed {
-        fn tile(&self) -> (usize, usize);
-        fn time(&self, bufs: &mut TileProbeBuffers, calls: u64) -> u128;
-    }
-
-    impl<K: MatMatMulKer<Acc = i32>> TileTimed for K {
-        fn tile(&self) -> (usize, usize) {
-            (self.mr(), self.nr())
-        }
-        fn time(&self, bufs: &mut TileProbeBuffers, calls: u64) -> u128 {
-            time_tiles(self, i8_packing(self).unwrap(), bufs, calls)
-        }
+    fn stores_k_everywhere<K: MatMatMulKer<Acc = i32>>(ker: &K) {
+        let mut bufs = Box::new(TileProbeBuffers {
+            a: [1; 16 * TILE_PROBE_K],
+            b: [1; 16 * TILE_PROBE_K],
+            c: [-1; 16 * 16],
+        });
+        time_tiles(ker, i8_packing(ker).unwrap(), &mut bufs, 1);
+        let tile = ker.mr() * ker.nr();
+        assert!(bufs.c[..tile].iter().all(|&x| x == TILE_PROBE_K as i32), "{:?}", bufs.c);
+        assert!(bufs.c[tile..].iter().all(|&x| x == -1));
     }
 }
